@@ -1,0 +1,214 @@
+// Package configs is ldapgate's configuration: the schema (one struct per part, each
+// field documented with its default), loading from YAML with ${ENV} expansion and
+// *_file secrets, and validation whose errors name the offending key.
+package configs
+
+import "time"
+
+// Config is the whole configuration of one ldapgate process.
+//
+// A minimal file for a real AADDS (see ldapgate.example.yaml for every key):
+//
+//	listen:
+//	  address: 127.0.0.1:389
+//	upstream:
+//	  servers:
+//	    - url: ldaps://ldaps.contoso.onmicrosoft.com:636
+//	  ca_file: /etc/ldapgate/aadds-ca.pem
+//	  bind_dn: svc-pbx@contoso.onmicrosoft.com
+//	  bind_password_file: /etc/ldapgate/bind-password
+//	  base_dn: DC=contoso,DC=onmicrosoft,DC=com
+//	  netbios_domain: CONTOSO
+type Config struct {
+	// Listen is the LDAP listener the PBX talks to.
+	Listen Listen `yaml:"listen"`
+	// Upstream is the domain controllers and the service account.
+	Upstream Upstream `yaml:"upstream"`
+	// Cache holds the sizes and lifetimes of the gateway's caches.
+	Cache Cache `yaml:"cache"`
+	// Log is the process log.
+	Log Log `yaml:"log"`
+}
+
+// Listen configures the client-facing LDAP listener.
+type Listen struct {
+	// Address is the plain-LDAP listen address. Default "127.0.0.1:389".
+	Address string `yaml:"address"`
+	// LDAPSAddress is an optional LDAPS listen address (e.g. "127.0.0.1:636");
+	// empty means no LDAPS listener. Needs TLS.
+	LDAPSAddress string `yaml:"ldaps_address"`
+	// StartTLS offers the StartTLS extended operation on the plain listener. Needs
+	// TLS. Default false.
+	StartTLS bool `yaml:"starttls"`
+	// TLS is the listener's certificate, for LDAPS and StartTLS.
+	TLS ListenTLS `yaml:"tls"`
+	// MaxConnections caps the client connections open at once. Default 1024.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerIP caps the connections open at once from one client
+	// address. Default 256.
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
+	// IdleTimeout closes a connection that has sent nothing and has no request in
+	// flight for this long. Default 5m.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxMessageBytes caps the size of one LDAP message from a client; a larger
+	// one closes the connection. Default 131072 (128 KiB).
+	MaxMessageBytes int `yaml:"max_message_bytes"`
+	// MaxInFlight caps the requests being served at once across all clients;
+	// past it new requests are answered 51 busy. Default 512.
+	MaxInFlight int `yaml:"max_in_flight"`
+	// ShutdownTimeout is how long a graceful shutdown waits for in-flight
+	// requests. Default 10s.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+}
+
+// ListenTLS names the listener's certificate and key files (PEM).
+type ListenTLS struct {
+	// CertFile is the certificate chain, leaf first.
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is the private key.
+	KeyFile string `yaml:"key_file"`
+}
+
+// Upstream configures the domain controllers, the TLS towards them and the
+// service account the gateway searches with.
+type Upstream struct {
+	// Servers are the domain controllers in order of preference: the first
+	// usable one gets the traffic, and traffic returns to it once it recovers.
+	// At least one; each URL must be ldaps://.
+	Servers []Server `yaml:"servers"`
+	// CAFile is the PEM bundle that verifies the DCs' certificates. Required:
+	// upstream TLS is always verified.
+	CAFile string `yaml:"ca_file"`
+	// BindDN is the service account, as a DN or UPN. Required.
+	BindDN string `yaml:"bind_dn"`
+	// BindPassword is the service account's password; may be "${ENV_VAR}".
+	// Exactly one of BindPassword and BindPasswordFile.
+	BindPassword Secret `yaml:"bind_password"`
+	// BindPasswordFile is a file holding the service account's password (a
+	// trailing newline is removed).
+	BindPasswordFile string `yaml:"bind_password_file"`
+	// BaseDN is the part of the directory the gateway serves: binds on DNs outside
+	// it are refused. Required.
+	BaseDN string `yaml:"base_dn"`
+	// UserBaseDN is where logins are looked up. Default BaseDN. On AADDS use
+	// "OU=AADDC Users,<BaseDN>": a search from the domain root returns referrals.
+	UserBaseDN string `yaml:"user_base_dn"`
+	// UserFilter selects user entries. Default
+	// "(&(objectCategory=person)(objectClass=user))".
+	UserFilter string `yaml:"user_filter"`
+	// NetBIOSDomain is the domain's short name accepted in DOMAIN\user logins
+	// (case-insensitive). Empty means DOMAIN\user logins are refused.
+	NetBIOSDomain string `yaml:"netbios_domain"`
+	// DialTimeout bounds a TCP connect plus TLS handshake. Default 5s.
+	DialTimeout time.Duration `yaml:"dial_timeout"`
+	// OpTimeout bounds each upstream operation (bind, search page). Default 5s.
+	OpTimeout time.Duration `yaml:"op_timeout"`
+	// Pool sizes and recycles the pooled LDAPS connections per DC.
+	Pool Pool `yaml:"pool"`
+	// Breaker configures the circuit breaker of each DC.
+	Breaker Breaker `yaml:"breaker"`
+}
+
+// Server is one domain controller.
+type Server struct {
+	// URL is the DC's LDAPS URL, e.g. "ldaps://dc1.contoso.com:636".
+	URL string `yaml:"url"`
+	// ServerName is the name expected in the DC's certificate. Default the URL's
+	// host; set it when the URL uses an IP address.
+	ServerName string `yaml:"server_name"`
+}
+
+// Pool sizes and recycles the upstream connections of one DC.
+type Pool struct {
+	// ServiceSize is the most service-account connections (searches) per DC.
+	// Default 4.
+	ServiceSize int `yaml:"service_size"`
+	// BindSize is the most user-bind connections per DC. Default 8.
+	BindSize int `yaml:"bind_size"`
+	// MaxLifetime recycles a connection this long after it was opened. Default 10m.
+	MaxLifetime time.Duration `yaml:"max_lifetime"`
+	// IdleTimeout closes a pooled connection unused this long; it must stay under
+	// AD's MaxConnIdleTime of 900 s. Default 5m.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// WaitTimeout is how long a request waits for a free connection before it is
+	// answered 51 busy. Default 2s.
+	WaitTimeout time.Duration `yaml:"wait_timeout"`
+}
+
+// Breaker configures a DC's circuit breaker. Only transport failures, timeouts and
+// the results busy (51) and unavailable (52) count as failures.
+type Breaker struct {
+	// Failures is the number of consecutive failures that opens the breaker.
+	// Default 3.
+	Failures int `yaml:"failures"`
+	// ProbeInterval is how long an open breaker waits before probing the DC with a
+	// fresh LDAPS connection, service bind and rootDSE read. Default 10s.
+	ProbeInterval time.Duration `yaml:"probe_interval"`
+}
+
+// Cache sizes the gateway's caches.
+type Cache struct {
+	// DN maps normalised logins to the canonical DN AD returned.
+	DN CacheSize `yaml:"dn"`
+}
+
+// CacheSize is a bounded cache with entries that expire.
+type CacheSize struct {
+	// Size is the most entries. Default 10000.
+	Size int `yaml:"size"`
+	// TTL is how long an entry is used. Default 15m.
+	TTL time.Duration `yaml:"ttl"`
+}
+
+// Log configures the process log.
+type Log struct {
+	// Level is debug, info, warn or error. Default info.
+	Level string `yaml:"level"`
+	// Format is json or console. Default json.
+	Format string `yaml:"format"`
+}
+
+// Secret is a string that never prints: fmt, logs and YAML output show
+// "[redacted]" (or "" when unset).
+type Secret string
+
+// String redacts the secret.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// MarshalYAML redacts the secret when a config is printed.
+func (s Secret) MarshalYAML() (any, error) { return s.String(), nil }
+
+// Default returns the configuration with every default filled in.
+func Default() Config {
+	return Config{
+		Listen: Listen{
+			Address:             "127.0.0.1:389",
+			MaxConnections:      1024,
+			MaxConnectionsPerIP: 256,
+			IdleTimeout:         5 * time.Minute,
+			MaxMessageBytes:     128 << 10,
+			MaxInFlight:         512,
+			ShutdownTimeout:     10 * time.Second,
+		},
+		Upstream: Upstream{
+			UserFilter:  "(&(objectCategory=person)(objectClass=user))",
+			DialTimeout: 5 * time.Second,
+			OpTimeout:   5 * time.Second,
+			Pool: Pool{
+				ServiceSize: 4,
+				BindSize:    8,
+				MaxLifetime: 10 * time.Minute,
+				IdleTimeout: 5 * time.Minute,
+				WaitTimeout: 2 * time.Second,
+			},
+			Breaker: Breaker{Failures: 3, ProbeInterval: 10 * time.Second},
+		},
+		Cache: Cache{DN: CacheSize{Size: 10000, TTL: 15 * time.Minute}},
+		Log:   Log{Level: "info", Format: "json"},
+	}
+}
