@@ -141,6 +141,9 @@ func (ca *CA) IssueServer(hosts []string, validFor time.Duration) (certPEM, keyP
 		return nil, nil, err
 	}
 	now := time.Now()
+	if !now.Before(ca.cert.NotAfter) {
+		return nil, nil, fmt.Errorf("issue server certificate: ca expired at %s", ca.cert.NotAfter.Format(time.RFC3339))
+	}
 	notAfter := now.Add(validFor)
 	if notAfter.After(ca.cert.NotAfter) {
 		// A certificate outliving its issuer would stop verifying at the CA's expiry anyway.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 )
 
 // File names WriteInit uses inside its directory.
@@ -128,28 +129,30 @@ func initCA(o *Outcome, force bool) (*CA, error) {
 // serverNeedsIssue returns why the server certificate described by o must be
 // issued again, or "" when it can be kept.
 func serverNeedsIssue(ca *CA, o Outcome, hosts []string) string {
-	certPEM, err := os.ReadFile(o.CertFile)
-	if errors.Is(err, fs.ErrNotExist) {
+	certPEM, certErr := os.ReadFile(o.CertFile)
+	keyPEM, keyErr := os.ReadFile(o.KeyFile)
+	switch {
+	case errors.Is(certErr, fs.ErrNotExist) && errors.Is(keyErr, fs.ErrNotExist):
 		return "created"
-	}
-	if err != nil {
-		return fmt.Sprintf("%s unreadable", filepath.Base(o.CertFile))
-	}
-	keyPEM, err := os.ReadFile(o.KeyFile)
-	if err != nil {
-		return fmt.Sprintf("%s unreadable", filepath.Base(o.KeyFile))
+	case certErr != nil:
+		return fileProblem(o.CertFile, certErr)
+	case keyErr != nil:
+		return fileProblem(o.KeyFile, keyErr)
 	}
 	chain, err := ParseCertsPEM(certPEM)
 	if err != nil {
-		return fmt.Sprintf("%s unreadable", filepath.Base(o.CertFile))
+		return fileProblem(o.CertFile, err)
 	}
 	key, err := ParseKeyPEM(keyPEM)
 	if err != nil {
-		return fmt.Sprintf("%s unreadable", filepath.Base(o.KeyFile))
+		return fileProblem(o.KeyFile, err)
 	}
 	leaf := chain[0]
 	if !publicKeyEqual(leaf.PublicKey, key.Public()) {
 		return "key does not match certificate"
+	}
+	if time.Now().After(leaf.NotAfter) {
+		return "expired"
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.cert)
@@ -163,6 +166,14 @@ func serverNeedsIssue(ca *CA, o Outcome, hosts []string) string {
 		}
 	}
 	return ""
+}
+
+// fileProblem says in a few words what is wrong with the file at path.
+func fileProblem(path string, err error) string {
+	if errors.Is(err, fs.ErrNotExist) {
+		return filepath.Base(path) + " missing"
+	}
+	return filepath.Base(path) + " unreadable"
 }
 
 // hasSAN reports whether host is literally one of the certificate's SANs.
