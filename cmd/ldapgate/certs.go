@@ -11,7 +11,7 @@ import (
 func certsCommand() *command {
 	return &command{
 		name:        "certs",
-		summary:     "create and inspect TLS certificates",
+		summary:     "create TLS certificates for the gateway and test beds",
 		usage:       "COMMAND [ARGS...]",
 		help:        `Commands for the certificates the gateway and its test bed use.`,
 		subcommands: []*command{certsInitCommand()},

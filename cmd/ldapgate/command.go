@@ -157,8 +157,8 @@ func exitCode(e *env, err error) int {
 
 // helpHint returns the command line that shows c's help.
 func helpHint(c *command) string {
-	if c.parent == nil {
-		return "ldapgate help"
+	if c.parent == nil || c.name == "help" && c.parent.parent == nil {
+		return "ldapgate help" // a mistake in 'ldapgate help X' needs the command list
 	}
 	return "ldapgate help " + c.subpath()
 }

@@ -24,10 +24,7 @@ version or source revision Go recorded, else "dev".`,
 				if len(args) > 0 {
 					return usageErrorf("unexpected argument %q", args[0])
 				}
-				info, ok := debug.ReadBuildInfo()
-				if !ok {
-					info = nil
-				}
+				info, _ := debug.ReadBuildInfo() // nil when the binary carries none
 				_, err := fmt.Fprintf(e.stdout, "ldapgate %s %s %s/%s\n",
 					buildVersion(version, info), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 				return err
