@@ -48,7 +48,9 @@ func Latency(d time.Duration) Fault {
 func Blackhole() Fault { return Fault{kind: kindBlackhole} }
 
 // Reset closes every relayed connection with a TCP RST on both sides, and
-// each new one right after accepting it. The listener keeps accepting.
+// each new one right after accepting it. The listener keeps accepting. A
+// new client may see the reset already from connect ("connection reset by
+// peer") rather than from its first read or write.
 func Reset() Fault { return Fault{kind: kindReset} }
 
 // CutAfter forwards at most n bytes from the target to the client on each
@@ -56,6 +58,10 @@ func Reset() Fault { return Fault{kind: kindReset} }
 // is accepted, or for an existing connection when the fault is set, so
 // CutAfter(0) resets every connection at once. Bytes to the target are not
 // counted. n < 0 is 0.
+//
+// The n bytes are written before the reset and a client reads them before
+// it sees the error, as long as its receive buffer has room for them: bytes
+// still queued in the proxy's socket go with the reset.
 func CutAfter(n int64) Fault { return Fault{kind: kindCutAfter, limit: max(n, 0)} }
 
 // Refuse closes the listening socket, so connects fail with "connection
