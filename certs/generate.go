@@ -132,6 +132,10 @@ func (ca *CA) IssueServer(hosts []string, validFor time.Duration) (certPEM, keyP
 	if err != nil {
 		return nil, nil, fmt.Errorf("issue server certificate: %w", err)
 	}
+	now := time.Now()
+	if !now.Before(ca.cert.NotAfter) {
+		return nil, nil, fmt.Errorf("issue server certificate: ca expired at %s", ca.cert.NotAfter.Format(time.RFC3339))
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, fmt.Errorf("generate server key: %w", err)
@@ -139,10 +143,6 @@ func (ca *CA) IssueServer(hosts []string, validFor time.Duration) (certPEM, keyP
 	serial, err := randomSerial()
 	if err != nil {
 		return nil, nil, err
-	}
-	now := time.Now()
-	if !now.Before(ca.cert.NotAfter) {
-		return nil, nil, fmt.Errorf("issue server certificate: ca expired at %s", ca.cert.NotAfter.Format(time.RFC3339))
 	}
 	notAfter := now.Add(validFor)
 	if notAfter.After(ca.cert.NotAfter) {

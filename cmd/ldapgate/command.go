@@ -31,7 +31,7 @@ type command struct {
 	setup       func(fs *flag.FlagSet) runFunc
 	subcommands []*command
 
-	parent *command // set by dispatch
+	parent *command // set by find, through which every lookup goes
 }
 
 // path returns the command's full name, e.g. "ldapgate certs init".
