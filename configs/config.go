@@ -3,7 +3,11 @@
 // *_file secrets, and validation whose errors name the offending key.
 package configs
 
-import "time"
+import (
+	"fmt"
+	"io"
+	"time"
+)
 
 // Config is the whole configuration of one ldapgate process.
 //
@@ -19,6 +23,10 @@ import "time"
 //	  bind_password_file: /etc/ldapgate/bind-password
 //	  base_dn: DC=contoso,DC=onmicrosoft,DC=com
 //	  netbios_domain: CONTOSO
+//
+// Load and Parse fill a Config from YAML and validate it. Printing a Config with
+// fmt (any verb), encoding/json or yaml.Marshal never shows a secret: Secret
+// values come out as "[redacted]".
 type Config struct {
 	// Listen is the LDAP listener the PBX talks to.
 	Listen Listen `yaml:"listen"`
@@ -28,6 +36,9 @@ type Config struct {
 	Cache Cache `yaml:"cache"`
 	// Log is the process log.
 	Log Log `yaml:"log"`
+
+	// warnings are what Load or Parse found worth a warning; see Warnings.
+	warnings []string
 }
 
 // Listen configures the client-facing LDAP listener.
@@ -82,15 +93,19 @@ type Upstream struct {
 	// BindDN is the service account, as a DN or UPN. Required.
 	BindDN string `yaml:"bind_dn"`
 	// BindPassword is the service account's password; may be "${ENV_VAR}".
-	// Exactly one of BindPassword and BindPasswordFile.
+	// Exactly one of BindPassword and BindPasswordFile. Never empty: AD treats a
+	// bind with a name and an empty password as an anonymous bind.
 	BindPassword Secret `yaml:"bind_password"`
 	// BindPasswordFile is a file holding the service account's password (a
-	// trailing newline is removed).
+	// trailing newline is removed). Load and Parse read it into BindPassword, so
+	// after loading BindPassword is always the password to use; keep the file
+	// mode 0600 (a file that group or others can read gives a warning).
 	BindPasswordFile string `yaml:"bind_password_file"`
 	// BaseDN is the part of the directory the gateway serves: binds on DNs outside
 	// it are refused. Required.
 	BaseDN string `yaml:"base_dn"`
-	// UserBaseDN is where logins are looked up. Default BaseDN. On AADDS use
+	// UserBaseDN is where logins are looked up; it must be BaseDN or under it.
+	// Default BaseDN (filled in by Validate). On AADDS use
 	// "OU=AADDC Users,<BaseDN>": a search from the domain root returns referrals.
 	UserBaseDN string `yaml:"user_base_dn"`
 	// UserFilter selects user entries. Default
@@ -111,10 +126,12 @@ type Upstream struct {
 
 // Server is one domain controller.
 type Server struct {
-	// URL is the DC's LDAPS URL, e.g. "ldaps://dc1.contoso.com:636".
+	// URL is the DC's LDAPS URL, e.g. "ldaps://dc1.contoso.com:636". The port
+	// defaults to 636; Validate rewrites the URL as "ldaps://host:port".
 	URL string `yaml:"url"`
 	// ServerName is the name expected in the DC's certificate. Default the URL's
-	// host; set it when the URL uses an IP address.
+	// host (filled in by Validate); set it when the URL uses an IP address and
+	// the certificate names the DC by DNS name.
 	ServerName string `yaml:"server_name"`
 }
 
@@ -168,8 +185,9 @@ type Log struct {
 	Format string `yaml:"format"`
 }
 
-// Secret is a string that never prints: fmt, logs and YAML output show
-// "[redacted]" (or "" when unset).
+// Secret is a string that never prints: fmt (every verb, %#v included), logs,
+// JSON and YAML output show "[redacted]" (or "" when unset). Use string(s) where
+// the value itself is needed.
 type Secret string
 
 // String redacts the secret.
@@ -180,8 +198,15 @@ func (s Secret) String() string {
 	return "[redacted]"
 }
 
+// Format redacts the secret for every fmt verb: without it %#v, %d and the
+// other verbs that bypass String would print the value.
+func (s Secret) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, s.String()) }
+
 // MarshalYAML redacts the secret when a config is printed.
 func (s Secret) MarshalYAML() (any, error) { return s.String(), nil }
+
+// MarshalText redacts the secret in encoding/json and other text encoders.
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 // Default returns the configuration with every default filled in.
 func Default() Config {
