@@ -1,0 +1,242 @@
+package upstream
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+	"github.com/sony/gobreaker/v2"
+	"go.uber.org/zap"
+)
+
+// dc is one domain controller: its TLS configuration, two pools, breaker and
+// counters.
+type dc struct {
+	c    *Cluster
+	url  string // as configured; the DC's name everywhere
+	addr string // host:port
+	tls  *tls.Config
+	log  *zap.Logger
+	cb   *gobreaker.TwoStepCircuitBreaker[struct{}]
+	svc  *pool // bound as the service account: searches and rootDSE reads only
+	usr  *pool // user binds only
+
+	drained atomic.Bool
+	probing atomic.Bool
+
+	dials, dialFailures, handshakes, resumed atomic.Uint64
+	binds, searches, probes, staleRetries    atomic.Uint64
+	failures                                 atomic.Uint64
+
+	mu          sync.Mutex
+	lastErr     string
+	lastErrAt   time.Time
+	lastLatency time.Duration
+	// svcRefused is the last refusal of the service bind, remembered for one
+	// probe interval so that a wrong bind_password does not make every search
+	// dial a new connection.
+	svcRefused   error
+	svcRefusedAt time.Time
+}
+
+// usable reports whether user traffic may go to the DC now.
+func (d *dc) usable() bool { return !d.drained.Load() && d.closed() }
+
+// attempt is the outcome of one request on one DC.
+type attempt struct {
+	err error // nil, the DC's answer (*ldap.Error) or an infrastructure error
+	// reached: the request was completely written to the DC, which may have acted
+	// on it.
+	reached bool
+	isNew   bool // it ran on a connection dialled for it
+	dur     time.Duration
+	// skipped: the breaker refused the request (it opened meanwhile).
+	skipped bool
+	// uncounted: the caller's context ended; the breaker does not count it.
+	uncounted bool
+}
+
+// do runs op on a connection of pool p, through the DC's breaker.
+func (d *dc) do(ctx context.Context, p *pool, op func(*ldap.Conn) error) attempt {
+	done, err := d.cb.Allow()
+	if err != nil {
+		return attempt{skipped: true}
+	}
+	start := time.Now()
+	a := d.doConn(ctx, p, op)
+	a.dur = time.Since(start)
+	if a.err != nil && ctx.Err() != nil && classify(a.err) != answered {
+		a.uncounted = true
+	}
+	d.finish(done, start, a)
+	return a
+}
+
+// doConn checks out a connection, runs op and returns the connection to the pool
+// or closes it. A pooled connection that turns out dead before the request was
+// written is replaced once by a fresh connection to the same DC.
+func (d *dc) doConn(ctx context.Context, p *pool, op func(*ldap.Conn) error) attempt {
+	if err := p.acquire(ctx, d.c.cfg.Pool.WaitTimeout); err != nil {
+		return attempt{err: err}
+	}
+	defer p.release()
+	for try := 0; ; try++ {
+		pc, isNew, err := p.get(ctx, try > 0)
+		if err != nil {
+			return attempt{err: err, isNew: true}
+		}
+		reached, err := pc.run(ctx, d.c.cfg.OpTimeout, op)
+		a := attempt{err: err, reached: reached, isNew: isNew}
+		if classify(err) == answered {
+			if errors.Is(err, ldap.ErrSizeLimitExceeded) {
+				// go-ldap stopped reading mid-search; the rest of the
+				// answer would arrive on this connection.
+				p.discard(pc)
+			} else {
+				p.put(pc)
+			}
+			return a
+		}
+		p.discard(pc)
+		if !reached && !isNew && try == 0 && ctx.Err() == nil && classify(err) == transport {
+			// The DC closed this pooled connection while it was idle, and
+			// nothing was written: the DC never saw the request.
+			d.staleRetries.Add(1)
+			d.log.Debug("upstream pooled connection was dead, retrying on a new one",
+				zap.String("upstream", d.url), zap.String("pool", string(p.kind)), zap.Error(err))
+			continue
+		}
+		return a
+	}
+}
+
+// finish reports an attempt to the breaker and the counters.
+func (d *dc) finish(done func(error), start time.Time, a attempt) {
+	switch {
+	case a.skipped:
+		return
+	case a.uncounted, errors.Is(a.err, ErrBusy), errors.Is(a.err, ErrClosed):
+		done(errNotCounted)
+	case errors.Is(a.err, ErrServiceBind):
+		done(nil) // the DC answered; the configuration is wrong
+	default:
+		done(a.err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if a.reached {
+		d.lastLatency = time.Since(start)
+	}
+	if a.err == nil || a.uncounted || classify(a.err) == answered ||
+		errors.Is(a.err, ErrBusy) || errors.Is(a.err, ErrClosed) || errors.Is(a.err, ErrServiceBind) {
+		return
+	}
+	d.failures.Add(1)
+	d.lastErr = detach(a.err).Error()
+	d.lastErrAt = d.c.now()
+}
+
+func (d *dc) lastErrorText() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.lastErr
+}
+
+// serviceBind binds a new connection as the service account. A refusal (49 or
+// any other answer) is a configuration error: it is logged once at Error,
+// remembered for a probe interval and returned wrapping ErrServiceBind.
+func (d *dc) serviceBind(ctx context.Context, pc *pconn) error {
+	cfg := d.c.cfg
+	_, err := pc.run(ctx, cfg.OpTimeout, func(l *ldap.Conn) error {
+		return l.Bind(cfg.BindDN, string(cfg.BindPassword))
+	})
+	if err == nil {
+		d.serviceAccepted()
+		return nil
+	}
+	if classify(err) != answered {
+		return fmt.Errorf("service bind: %w", err)
+	}
+	return d.serviceRefused(err)
+}
+
+func (d *dc) serviceRefused(answer error) error {
+	var le *ldap.Error
+	code := uint16(0)
+	if errors.As(answer, &le) {
+		code = le.ResultCode
+	}
+	hint := "check upstream.bind_dn and the service account"
+	if code == ldap.LDAPResultInvalidCredentials {
+		hint = "check upstream.bind_password (and upstream.bind_dn)"
+	}
+	err := fmt.Errorf("%w by %s: %w: %s", ErrServiceBind, d.url, detach(answer), hint)
+	d.mu.Lock()
+	first := d.svcRefused == nil
+	d.svcRefused, d.svcRefusedAt = err, d.c.now()
+	d.mu.Unlock()
+	if first {
+		d.log.Error("upstream refused the service account's bind: searches fail until it is fixed; "+hint,
+			zap.String("upstream", d.url), zap.String("bind_dn", d.c.cfg.BindDN),
+			zap.Uint16("result", code), zap.String("diagnostic", diagnostic(le)))
+	}
+	return err
+}
+
+func (d *dc) serviceAccepted() {
+	d.mu.Lock()
+	was := d.svcRefused != nil
+	d.svcRefused = nil
+	d.mu.Unlock()
+	if was {
+		d.log.Info("upstream accepts the service account's bind again", zap.String("upstream", d.url))
+	}
+}
+
+// serviceRefusedRecently returns the remembered refusal of the service bind if
+// it is younger than a probe interval.
+func (d *dc) serviceRefusedRecently() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.svcRefused == nil || d.c.now().Sub(d.svcRefusedAt) >= d.c.cfg.Breaker.ProbeInterval {
+		return nil
+	}
+	return d.svcRefused
+}
+
+func diagnostic(le *ldap.Error) string {
+	if le == nil || le.Err == nil {
+		return ""
+	}
+	return le.Err.Error()
+}
+
+func (d *dc) stats() DCStats {
+	d.mu.Lock()
+	lastErr, lastErrAt, lastLatency := d.lastErr, d.lastErrAt, d.lastLatency
+	d.mu.Unlock()
+	return DCStats{
+		URL:          d.url,
+		Breaker:      d.breakerState(),
+		Drained:      d.drained.Load(),
+		Service:      d.svc.stats(),
+		Bind:         d.usr.stats(),
+		Dials:        d.dials.Load(),
+		DialFailures: d.dialFailures.Load(),
+		Handshakes:   d.handshakes.Load(),
+		Resumed:      d.resumed.Load(),
+		Binds:        d.binds.Load(),
+		Searches:     d.searches.Load(),
+		Probes:       d.probes.Load(),
+		StaleRetries: d.staleRetries.Load(),
+		Failures:     d.failures.Load(),
+		LastError:    lastErr,
+		LastErrorAt:  lastErrAt,
+		LastLatency:  lastLatency,
+	}
+}
