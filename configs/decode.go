@@ -10,10 +10,12 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// maxDecodeSteps bounds the keys and values one decode visits. A real
-// configuration needs a few hundred; aliases could otherwise make a small file
-// expand into an unbounded amount of work.
-const maxDecodeSteps = 100_000
+// maxDecodeProblems stops a decode that has found this many problems. Besides
+// sparing the reader, it bounds the work: once a file is valid against the
+// schema, each alias expands to a few known keys, so only a document full of
+// unknown or repeated keys reached through aliases could make a small file cost
+// much to walk, and each of those is a problem.
+const maxDecodeProblems = 50
 
 // decoder fills a Config from a parsed YAML tree, walking the tree alongside the
 // Config's type. Walking it ourselves instead of yaml.v3's Decoder.KnownFields
@@ -28,8 +30,6 @@ type decoder struct {
 	// literalSecrets are the key paths of Secret values written in the file
 	// itself rather than taken from ${ENV}.
 	literalSecrets []string
-	// steps counts keys and values visited, against maxDecodeSteps.
-	steps int
 	// probs collects the problems found.
 	probs problems
 }
@@ -44,18 +44,12 @@ func (d *decoder) fail(key string, line int, err error) {
 	d.probs = append(d.probs, &Error{Key: key, Line: line, Err: err})
 }
 
-// step counts one visit and reports whether the walk may go on.
-func (d *decoder) step() bool {
-	d.steps++
-	if d.steps == maxDecodeSteps+1 {
-		d.fail("", 0, fmt.Errorf("the document has more than %d keys and values once aliases are expanded: write it out plainly", maxDecodeSteps))
-	}
-	return d.steps <= maxDecodeSteps
-}
+// full reports whether the decode has found enough problems to stop.
+func (d *decoder) full() bool { return len(d.probs) >= maxDecodeProblems }
 
 // value decodes n into v, which must be addressable; key is v's path.
 func (d *decoder) value(n *yaml.Node, v reflect.Value, key string) {
-	if !d.step() {
+	if d.full() {
 		return
 	}
 	n = resolveAlias(n)
@@ -81,7 +75,7 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, key string) {
 	}
 	first := make(map[string]int)
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		if !d.step() {
+		if d.full() {
 			return
 		}
 		k, val := resolveAlias(n.Content[i]), n.Content[i+1]

@@ -80,19 +80,21 @@ type loader struct {
 }
 
 // load runs the three stages, decode, readSecrets and Validate, and reports
-// the problems of all of them.
+// the problems of all of them (only decode's when it stopped early).
 func (l loader) load(data []byte) (*Config, error) {
 	c, d, err := l.decode(data)
 	if err != nil {
 		return nil, err
 	}
 	probs := d.probs
-	l.readSecrets(c, &probs, d.lines)
-	for _, e := range c.validate() {
-		// A key that could not be read keeps its default: do not also report
-		// what validation thinks of that default.
-		if !coveredBy(e.Key, probs) {
-			probs = append(probs, e)
+	if !d.full() {
+		l.readSecrets(c, &probs, d.lines)
+		for _, e := range c.validate() {
+			// A key that could not be read keeps its default: do not also
+			// report what validation thinks of that default.
+			if !coveredBy(e.Key, probs) {
+				probs = append(probs, e)
+			}
 		}
 	}
 	if len(probs) > 0 {
@@ -128,6 +130,9 @@ func (l loader) decode(data []byte) (*Config, *decoder, error) {
 	}
 	if len(doc.Content) > 0 {
 		d.value(doc.Content[0], reflect.ValueOf(&c).Elem(), "")
+	}
+	if d.full() {
+		d.fail("", 0, fmt.Errorf("stopped after %d problems: fix these first", maxDecodeProblems))
 	}
 	return &c, d, nil
 }
