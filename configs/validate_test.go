@@ -213,8 +213,10 @@ func TestValidate(t *testing.T) {
 			wantErrContains: "config: upstream.bind_dn: not a valid DN",
 		},
 		{
-			name:   "a bind DN as a DN is valid",
-			mutate: func(_ *testing.T, c *Config) { c.Upstream.BindDN = "CN=PBX Service,OU=AADDC Users,DC=aadds,DC=example,DC=test" },
+			name: "a bind DN as a DN is valid",
+			mutate: func(_ *testing.T, c *Config) {
+				c.Upstream.BindDN = "CN=PBX Service,OU=AADDC Users,DC=aadds,DC=example,DC=test"
+			},
 		},
 		{
 			name:            "no password is refused as an anonymous bind",
