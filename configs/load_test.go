@@ -69,9 +69,9 @@ func TestParseReportsKeyAndLine(t *testing.T) {
 			wantErrContains: "config: test.yaml:2: listen.adress: unknown key: check the spelling; the keys under listen are address, ldaps_address,",
 		},
 		{
-			name:            "an unknown key in a server names its index",
-			yaml:            fmt.Sprintf(minimalYAML, ca, "  extra: 1\n") + "cache:\n  dn:\n    size: 5\n    tll: 1m\n",
-			wantErrContains: "config: test.yaml:15: cache.dn.tll: unknown key",
+			name:            "an unknown key deep in a section names its full path",
+			yaml:            fmt.Sprintf(minimalYAML, ca, "") + "cache:\n  dn:\n    size: 5\n    tll: 1m\n",
+			wantErrContains: "config: test.yaml:14: cache.dn.tll: unknown key",
 		},
 		{
 			name:            "an unknown key inside a list item names the item",
@@ -278,7 +278,7 @@ func TestParseExpandsEnvironmentVariables(t *testing.T) {
 			},
 		},
 		{
-			name: "a variable fills a number in a quoted value only as text",
+			name: "a quoted variable fills a duration",
 			yaml: doc("  dial_timeout: \"${TIMEOUT}\"\n"),
 			check: func(t *testing.T, c *Config) {
 				if c.Upstream.DialTimeout != 7*time.Second {
