@@ -40,8 +40,12 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Parse returned a config with an error: %v", err)
 		case err == nil && c == nil:
 			t.Fatal("Parse returned neither a config nor an error")
-		case err != nil && !strings.HasPrefix(err.Error(), "config: "):
-			t.Fatalf("error %q does not start with config:", err)
+		case err != nil:
+			for _, e := range problemsOf(t, err) {
+				if !strings.HasPrefix(e.Error(), "config: ") {
+					t.Fatalf("problem %q does not start with config:", e)
+				}
+			}
 		}
 	})
 }

@@ -23,16 +23,16 @@ const maxSecretFileBytes = 4096
 func Load(path string) (*Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, fileError("", 0, err) // an *fs.PathError names the file
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, fileError("", 0, err)
 	}
 	data, err := io.ReadAll(f)
 	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, fileError(path, 0, err)
 	}
 	l := loader{source: path, mode: st.Mode(), getenv: os.LookupEnv}
 	return l.load(data)
@@ -119,14 +119,14 @@ func (l loader) decode(data []byte) (*Config, *decoder, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
-		return nil, nil, &Error{Source: l.source, Err: fmt.Errorf("parse YAML: %w", err)}
+		return nil, nil, fileError(l.source, 0, fmt.Errorf("parse YAML: %w", err))
 	}
 	var next yaml.Node
 	switch err := dec.Decode(&next); {
 	case err == nil:
-		return nil, nil, &Error{Source: l.source, Line: next.Line, Err: errors.New("a second YAML document (after ---): keep the configuration in one document")}
+		return nil, nil, fileError(l.source, next.Line, errors.New("a second YAML document (after ---): keep the configuration in one document"))
 	case !errors.Is(err, io.EOF):
-		return nil, nil, &Error{Source: l.source, Err: fmt.Errorf("parse YAML: %w", err)}
+		return nil, nil, fileError(l.source, 0, fmt.Errorf("parse YAML: %w", err))
 	}
 	if len(doc.Content) > 0 {
 		d.value(doc.Content[0], reflect.ValueOf(&c).Elem(), "")
@@ -135,6 +135,12 @@ func (l loader) decode(data []byte) (*Config, *decoder, error) {
 		d.fail("", 0, fmt.Errorf("stopped after %d problems: fix these first", maxDecodeProblems))
 	}
 	return &c, d, nil
+}
+
+// fileError reports a problem with the whole file, in the same form as the
+// problems with keys.
+func fileError(source string, line int, err error) error {
+	return problems{{Source: source, Line: line, Err: err}}.err()
 }
 
 // readSecrets reads bind_password_file into BindPassword, recording problems
