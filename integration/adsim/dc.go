@@ -71,6 +71,7 @@ type DC struct {
 	addr      string
 	ln        net.Listener
 	relays    map[*relay]struct{}
+	stops     int // counts Stops: a connection accepted before one must not be served
 	closed    bool
 	wg        sync.WaitGroup // accept loops and relays
 
@@ -393,6 +394,7 @@ func (dc *DC) Close() error {
 func (dc *DC) shutdown(final bool) *gldap.Server {
 	dc.mu.Lock()
 	dc.closed = dc.closed || final
+	dc.stops++
 	dc.unlisten()
 	relays := make([]*relay, 0, len(dc.relays))
 	for r := range dc.relays {

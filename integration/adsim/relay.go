@@ -79,17 +79,20 @@ func (dc *DC) accept(ln net.Listener) {
 			_ = c.Close()
 			continue
 		}
+		stops := dc.stops
 		dc.wg.Add(1)
 		dc.mu.Unlock()
 		go func() {
 			defer dc.wg.Done()
-			dc.handle(c)
+			dc.handle(c, stops)
 		}()
 	}
 }
 
-// handle terminates TLS on c, connects to gldap and relays until either side ends.
-func (dc *DC) handle(c net.Conn) {
+// handle terminates TLS on c, connects to gldap and relays until either side
+// ends. stops is dc.stops when c was accepted: a Stop since then ends c, while
+// a SetRefuse does not.
+func (dc *DC) handle(c net.Conn, stops int) {
 	client := c
 	if !dc.plain {
 		tc := tls.Server(c, dc.tlsConfig)
@@ -109,7 +112,7 @@ func (dc *DC) handle(c net.Conn) {
 	}
 	r := &relay{dc: dc, client: client, upstream: up}
 	dc.mu.Lock()
-	if dc.ln == nil {
+	if dc.stops != stops {
 		dc.mu.Unlock()
 		r.close()
 		return
