@@ -63,6 +63,10 @@ type attempt struct {
 
 // do runs op on a connection of pool p, through the DC's breaker.
 func (d *dc) do(ctx context.Context, p *pool, op func(*ldap.Conn) error) attempt {
+	if err := ctx.Err(); err != nil {
+		// The caller has given up: dial nothing, count nothing.
+		return attempt{err: err, uncounted: true}
+	}
 	done, err := d.cb.Allow()
 	if err != nil {
 		return attempt{skipped: true}
@@ -100,6 +104,12 @@ func (d *dc) doConn(ctx context.Context, p *pool, op func(*ldap.Conn) error) att
 			} else {
 				p.put(pc)
 			}
+			return a
+		}
+		if !reached && ctx.Err() != nil && pc.alive() {
+			// The context ended before anything was written: the
+			// connection is as good as it was.
+			p.put(pc)
 			return a
 		}
 		p.discard(pc)

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -102,7 +103,12 @@ func detach(err error) error {
 	return errors.New(le.Error())
 }
 
-// unavailable wraps err as an ErrUnavailable for the operation op on the DC url.
-func unavailable(op, url string, err error) error {
+// unavailable wraps err as an ErrUnavailable for the operation op on the DC url;
+// when ctx has ended, the error wraps ctx.Err() too, whatever go-ldap made of
+// the aborted connection.
+func unavailable(ctx context.Context, op, url string, err error) error {
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("%w: %s %s: %w: %w", ErrUnavailable, op, url, cerr, detach(err))
+	}
 	return fmt.Errorf("%w: %s %s: %w", ErrUnavailable, op, url, detach(err))
 }

@@ -8,13 +8,18 @@ import (
 	"syscall"
 )
 
-// peerGone reports whether the kernel already knows that the DC closed or reset
-// the connection: a non-blocking MSG_PEEK sees end of file or an error. It closes
-// the gap between a DC closing an idle connection and go-ldap's reader noticing,
-// so that a stale connection is found at checkout, before a request is written.
-// It does not consume anything (bytes waiting, such as a TLS session ticket, stay
-// for go-ldap's reader) and uses Control, not Read, so it does not wait for the
-// reader's lock.
+// peerGone reports whether an idle connection must not be used: the kernel
+// already holds its end (FIN or RST) or unread bytes from the DC. It closes the
+// gap between a DC closing an idle connection and go-ldap's reader noticing, so
+// that a stale connection is found at checkout, before a request is written.
+//
+// On an idle connection nothing is expected from the DC, and go-ldap's reader
+// consumes whatever arrives at once; bytes still waiting are therefore the DC's
+// last words (AD's Notice of Disconnection, a TLS close_notify, which TLS 1.3
+// encrypts like any other record), or rarely a late TLS session ticket, and
+// discarding that connection costs one new dial. The peek is non-blocking,
+// consumes nothing and runs through Control, not Read, so it does not wait for
+// the reader's lock.
 func peerGone(c net.Conn) bool {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
@@ -27,13 +32,10 @@ func peerGone(c net.Conn) bool {
 	gone := false
 	cerr := rc.Control(func(fd uintptr) {
 		var b [1]byte
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		switch {
-		case err == nil && n == 0:
-			gone = true // orderly close (FIN)
-		case err != nil && !errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR):
-			gone = true // reset or another socket error
-		}
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		// err == nil: end of file (n == 0) or bytes waiting (n == 1).
+		gone = err == nil ||
+			!errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR)
 	})
 	return gone || cerr != nil
 }

@@ -279,16 +279,16 @@ func (c *Cluster) Bind(ctx context.Context, dn, password string) (BindResult, er
 			return res, a.err
 		case a.reached:
 			// Written, then no usable answer: the DC may have counted it.
-			return res, unavailable("bind on", d.url, a.err)
+			return res, unavailable(ctx, "bind on", d.url, a.err)
 		case ctx.Err() != nil:
-			return res, unavailable("bind on", d.url, a.err)
+			return res, unavailable(ctx, "bind on", d.url, a.err)
 		}
 		last, lastDC = a, d
 	}
 	if lastDC == nil {
 		return BindResult{}, fmt.Errorf("%w: every DC's breaker is open or the DC is drained", ErrNoHealthyUpstream)
 	}
-	return BindResult{DC: lastDC.url, Dur: last.dur, NewConn: last.isNew}, unavailable("bind on", lastDC.url, last.err)
+	return BindResult{DC: lastDC.url, Dur: last.dur, NewConn: last.isNew}, unavailable(ctx, "bind on", lastDC.url, last.err)
 }
 
 // Search runs req on a service-account connection of the first usable DC and
@@ -357,14 +357,14 @@ func (c *Cluster) search(ctx context.Context, run func(*ldap.Conn) (*ldap.Search
 			}
 			return res, d.url, a.err
 		case ctx.Err() != nil:
-			return nil, d.url, unavailable("search on", d.url, a.err)
+			return nil, d.url, unavailable(ctx, "search on", d.url, a.err)
 		}
 		lastErr, lastDC = a.err, d.url
 	}
 	if lastDC == "" {
 		return nil, "", fmt.Errorf("%w: every DC's breaker is open or the DC is drained", ErrNoHealthyUpstream)
 	}
-	return nil, lastDC, unavailable("search on", lastDC, lastErr)
+	return nil, lastDC, unavailable(ctx, "search on", lastDC, lastErr)
 }
 
 // Stats returns a snapshot of every DC, in the configured order.
