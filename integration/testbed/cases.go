@@ -188,8 +188,8 @@ type SearchCase struct {
 // Windows AD only, referrals from the domain root on Samba only) need bulk users
 // or a domain-root subtree search and are covered by the simulator's own tests.
 func SearchCases() []SearchCase {
-	pbxUsersChain := "(&(objectCategory=person)(objectClass=user)(memberOf:1.2.840.113556.1.4.1941:=" + ldap.EscapeFilter(PBXUsersDN) + "))"
-	enabled := "(&(objectCategory=person)(objectClass=user)(!(userAccountControl:1.2.840.113556.1.4.803:=2)))"
+	pbxUsersChain := seededOnly("(objectCategory=person)(objectClass=user)(memberOf:1.2.840.113556.1.4.1941:=" + ldap.EscapeFilter(PBXUsersDN) + ")")
+	enabled := seededOnly("(objectCategory=person)(objectClass=user)(!(userAccountControl:1.2.840.113556.1.4.803:=2))")
 	var enabledDNs []string
 	for _, a := range Accounts {
 		if a.ADCode != "533" {
@@ -227,7 +227,7 @@ func SearchCases() []SearchCase {
 		},
 		{
 			Name: "memberOf equality finds the direct members only", BaseDN: UsersDN, Scope: ldap.ScopeWholeSubtree,
-			Filter: "(memberOf=" + ldap.EscapeFilter(PBXUsersDN) + ")", Attributes: []string{"1.1"},
+			Filter: seededOnly("(memberOf=" + ldap.EscapeFilter(PBXUsersDN) + ")"), Attributes: []string{"1.1"},
 			Entries: 3, DNs: []string{JDoe.DN(), SOBrien.DN(), PBXAdminsDN},
 		},
 		{
@@ -271,6 +271,18 @@ func SearchCases() []SearchCase {
 			Filter: "(objectClass=*)", Code: ldap.LDAPResultNoSuchObject,
 		},
 	}
+}
+
+// seededOnly ANDs filter parts with a choice of the seeded accounts' and
+// groups' names, so that objects other tests add to the shared test bed for a
+// while do not change a case's result.
+func seededOnly(parts string) string {
+	var names strings.Builder
+	for _, a := range Accounts {
+		names.WriteString("(sAMAccountName=" + ldap.EscapeFilter(a.Login) + ")")
+	}
+	names.WriteString("(sAMAccountName=PBX-Users)(sAMAccountName=PBX-Admins)")
+	return "(&" + parts + "(|" + names.String() + "))"
 }
 
 // Run makes the bind on conn and returns the LDAP result code and the AD
