@@ -36,8 +36,8 @@ func TestMutationsMoveUSNs(t *testing.T) {
 	tests := []struct {
 		name        string
 		change      func(t *testing.T)
-		wantChanged []string                  // DNs an incremental search must find
-		notChanged  []string                  // DNs it must not find
+		wantChanged []string // DNs an incremental search must find
+		notChanged  []string // DNs it must not find
 	}{
 		{
 			name: "a new user shows up with a new USN and can bind",
@@ -201,4 +201,3 @@ func TestModifyDrivesBinds(t *testing.T) {
 		}
 	})
 }
-
