@@ -70,10 +70,9 @@ type DC struct {
 	tlsConfig *tls.Config
 	addr      string
 	ln        net.Listener
-	relays    map[*relay]struct{}
-	stops     int // counts Stops: a connection accepted before one must not be served
+	conns     map[net.Conn]struct{} // accepted client connections, from before their handshake
 	closed    bool
-	wg        sync.WaitGroup // accept loops and relays
+	wg        sync.WaitGroup // accept loops and connections
 
 	sessMu   sync.RWMutex
 	sessions map[int]*session // by gldap connection ID
@@ -122,7 +121,7 @@ func (d *Directory) NewDC(cfg DCConfig) (*DC, error) {
 		usnOffset: cfg.USNOffset,
 		diags:     newBindDiagnostics(),
 		serverDN:  "CN=" + strings.ToUpper(name) + "," + serversDN,
-		relays:    make(map[*relay]struct{}),
+		conns:     make(map[net.Conn]struct{}),
 		sessions:  make(map[int]*session),
 	}
 	dc.ntdsDN = "CN=NTDS Settings," + dc.serverDN
@@ -394,11 +393,10 @@ func (dc *DC) Close() error {
 func (dc *DC) shutdown(final bool) *gldap.Server {
 	dc.mu.Lock()
 	dc.closed = dc.closed || final
-	dc.stops++
 	dc.unlisten()
-	relays := make([]*relay, 0, len(dc.relays))
-	for r := range dc.relays {
-		relays = append(relays, r)
+	conns := make([]net.Conn, 0, len(dc.conns))
+	for c := range dc.conns {
+		conns = append(conns, c)
 	}
 	if stop := dc.stop.Load(); !isClosed(*stop) {
 		close(*stop)
@@ -408,8 +406,10 @@ func (dc *DC) shutdown(final bool) *gldap.Server {
 		dc.gl = nil
 	}
 	dc.mu.Unlock()
-	for _, r := range relays {
-		r.close()
+	for _, c := range conns {
+		// Closing the accepted connection ends its handshake or its relay, which
+		// then closes its gldap side.
+		_ = c.Close()
 	}
 	return gl
 }
@@ -452,7 +452,7 @@ func (dc *DC) unlisten() {
 // Stats returns the DC's totals.
 func (dc *DC) Stats() Stats {
 	dc.mu.Lock()
-	open := len(dc.relays)
+	open := len(dc.conns)
 	dc.mu.Unlock()
 	return Stats{
 		Connections: dc.stats.connections.Load(),

@@ -3,6 +3,7 @@ package adsim_test
 import (
 	"errors"
 	"net"
+	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -112,6 +113,24 @@ func TestStopAndRestart(t *testing.T) {
 	c2 := dial(t, dc)
 	if code, _, err := bindResult(c2, testbed.JDoe.DN(), testbed.JDoe.Password); err != nil || code != 0 {
 		t.Errorf("bind after restart = %d, %v; want success", code, err)
+	}
+}
+
+func TestStopEndsConnectionsInTheirHandshake(t *testing.T) {
+	d := newDirectory(t, adsim.Config{})
+	dc := startDC(t, d, adsim.DCConfig{})
+	raw, err := net.Dial("tcp", dc.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	within(t, 5*time.Second, "the DC holds the silent connection", func() bool { return dc.Stats().Open == 1 })
+	if err := dc.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	_ = raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := raw.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("read from a connection the stopped DC holds: %v, want it closed", err)
 	}
 }
 

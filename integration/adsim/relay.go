@@ -79,20 +79,22 @@ func (dc *DC) accept(ln net.Listener) {
 			_ = c.Close()
 			continue
 		}
-		stops := dc.stops
+		dc.conns[c] = struct{}{}
 		dc.wg.Add(1)
 		dc.mu.Unlock()
 		go func() {
 			defer dc.wg.Done()
-			dc.handle(c, stops)
+			dc.handle(c)
+			dc.mu.Lock()
+			delete(dc.conns, c)
+			dc.mu.Unlock()
 		}()
 	}
 }
 
 // handle terminates TLS on c, connects to gldap and relays until either side
-// ends. stops is dc.stops when c was accepted: a Stop since then ends c, while
-// a SetRefuse does not.
-func (dc *DC) handle(c net.Conn, stops int) {
+// ends (a Stop ends it by closing c).
+func (dc *DC) handle(c net.Conn) {
 	client := c
 	if !dc.plain {
 		tc := tls.Server(c, dc.tlsConfig)
@@ -111,19 +113,6 @@ func (dc *DC) handle(c net.Conn, stops int) {
 		return
 	}
 	r := &relay{dc: dc, client: client, upstream: up}
-	dc.mu.Lock()
-	if dc.stops != stops {
-		dc.mu.Unlock()
-		r.close()
-		return
-	}
-	dc.relays[r] = struct{}{}
-	dc.mu.Unlock()
-	defer func() {
-		dc.mu.Lock()
-		delete(dc.relays, r)
-		dc.mu.Unlock()
-	}()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
