@@ -1,0 +1,259 @@
+package proxy
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/go-ldap/ldap/v3"
+)
+
+// Limits on what a client may type as a bind name.
+const (
+	// MaxLoginBytes is the longest bind name accepted, in bytes. AD's
+	// userPrincipalName is at most 1024 characters; nothing longer can name a user.
+	MaxLoginBytes = 1024
+	// MaxSAMAccountNameChars is the longest sAMAccountName accepted, in
+	// characters (not bytes): the SAM limits user accounts' names to 20.
+	MaxSAMAccountNameChars = 20
+)
+
+// samForbidden are the characters AD forbids in a sAMAccountName (control
+// characters are refused separately, for every form of login).
+const samForbidden = `"/\[]:;|=,+*?<>`
+
+// LoginKind says which of the accepted forms a login was typed in.
+type LoginKind int
+
+const (
+	// LoginSAM is a bare sAMAccountName ("jdoe") or a down-level logon name
+	// ("AADDS\jdoe"), which names the same account.
+	LoginSAM LoginKind = iota + 1
+	// LoginUPN is a userPrincipalName ("jdoe@aadds.example.test").
+	LoginUPN
+	// LoginDN is a distinguished name.
+	LoginDN
+)
+
+// String returns the kind's short name, also the prefix of a Login's Key.
+func (k LoginKind) String() string {
+	switch k {
+	case LoginSAM:
+		return "sam"
+	case LoginUPN:
+		return "upn"
+	case LoginDN:
+		return "dn"
+	default:
+		return fmt.Sprintf("LoginKind(%d)", int(k))
+	}
+}
+
+// Login is a bind name the gateway accepted, in one normalised shape.
+type Login struct {
+	// Kind is the form the name was typed in.
+	Kind LoginKind
+	// Value is what the directory is asked for: the sAMAccountName (for a
+	// down-level name, the part after the backslash), the UPN, or the DN
+	// re-serialised from its parsed form. Leading and trailing spaces are gone;
+	// case is kept.
+	Value string
+	// Key identifies the account the login names as far as the string alone can
+	// tell, for the DN cache: "sam:jdoe", "upn:jdoe@aadds.example.test",
+	// "dn:cn=john doe,ou=aaddc users,dc=aadds,dc=example,dc=test". JDoe, " jdoe "
+	// and AADDS\jdoe have one key.
+	Key string
+
+	// dn is the parsed DN of a LoginDN, for the scope check.
+	dn *ldap.DN
+}
+
+// UPNParts splits a LoginUPN's Value into the part before and after the '@';
+// ok is false for other kinds.
+func (l Login) UPNParts() (local, suffix string, ok bool) {
+	if l.Kind != LoginUPN {
+		return "", "", false
+	}
+	i := strings.LastIndexByte(l.Value, '@')
+	return l.Value[:i], l.Value[i+1:], true
+}
+
+// ParseLogin turns a bind name into a Login. It accepts
+//
+//   - a sAMAccountName: "jdoe", "JDoe", " jdoe " (spaces around are trimmed);
+//   - a userPrincipalName: "jdoe@aadds.example.test", with any suffix;
+//   - a down-level logon name "AADDS\jdoe", when the part before the backslash
+//     equals netbiosDomain ignoring case (an empty netbiosDomain refuses them);
+//   - a DN (anything containing '='), parsed per RFC 4514.
+//
+// It refuses an empty name, one over MaxLoginBytes, invalid UTF-8, control
+// characters anywhere (also escaped inside a DN), a sAMAccountName with a
+// character AD forbids there or longer than MaxSAMAccountNameChars, and a UPN
+// with an empty part or more than one '@'. Every refusal wraps ErrInvalidLogin.
+//
+// Whether a DN lies inside the served base is the Resolver's check: the base
+// is configuration, not syntax.
+func ParseLogin(name string, netbiosDomain string) (Login, error) {
+	if len(name) > MaxLoginBytes {
+		return Login{}, fmt.Errorf("%w: longer than %d bytes", ErrInvalidLogin, MaxLoginBytes)
+	}
+	if err := checkText(name); err != nil {
+		return Login{}, err
+	}
+	name = strings.TrimSpace(name)
+	switch {
+	case name == "":
+		return Login{}, fmt.Errorf("%w: empty", ErrInvalidLogin)
+	case strings.ContainsRune(name, '='):
+		return parseDNLogin(name)
+	case strings.ContainsRune(name, '\\'):
+		return parseDownLevel(name, netbiosDomain)
+	case strings.ContainsRune(name, '@'):
+		return parseUPN(name)
+	default:
+		if err := checkSAM(name); err != nil {
+			return Login{}, err
+		}
+		return samLogin(name), nil
+	}
+}
+
+func samLogin(name string) Login {
+	return Login{Kind: LoginSAM, Value: name, Key: "sam:" + strings.ToLower(name)}
+}
+
+func parseDownLevel(name, netbiosDomain string) (Login, error) {
+	domain, user, _ := strings.Cut(name, `\`)
+	if netbiosDomain == "" {
+		return Login{}, fmt.Errorf("%w: DOMAIN\\user logins are not enabled", ErrInvalidLogin)
+	}
+	if !strings.EqualFold(domain, netbiosDomain) {
+		return Login{}, fmt.Errorf("%w: another domain", ErrInvalidLogin)
+	}
+	if err := checkSAM(user); err != nil {
+		return Login{}, err
+	}
+	return samLogin(user), nil
+}
+
+func parseUPN(name string) (Login, error) {
+	local, suffix, _ := strings.Cut(name, "@")
+	switch {
+	case local == "" || suffix == "":
+		return Login{}, fmt.Errorf("%w: user principal name with an empty part", ErrInvalidLogin)
+	case strings.ContainsRune(suffix, '@'):
+		return Login{}, fmt.Errorf("%w: user principal name with more than one '@'", ErrInvalidLogin)
+	}
+	return Login{Kind: LoginUPN, Value: name, Key: "upn:" + strings.ToLower(name)}, nil
+}
+
+func parseDNLogin(name string) (Login, error) {
+	dn, err := ldap.ParseDN(name)
+	if err != nil {
+		return Login{}, fmt.Errorf("%w: %w", ErrInvalidLogin, err)
+	}
+	if len(dn.RDNs) == 0 {
+		return Login{}, fmt.Errorf("%w: empty DN", ErrInvalidLogin)
+	}
+	for _, rdn := range dn.RDNs {
+		for _, atv := range rdn.Attributes {
+			if !validAttrType(atv.Type) {
+				return Login{}, fmt.Errorf("%w: bad attribute type in DN", ErrInvalidLogin)
+			}
+			if atv.Value == "" {
+				return Login{}, fmt.Errorf("%w: empty value in DN", ErrInvalidLogin)
+			}
+			// An escape such as \00 decodes to a control character the raw
+			// check could not see.
+			if err := checkText(atv.Value); err != nil {
+				return Login{}, err
+			}
+		}
+	}
+	return Login{Kind: LoginDN, Value: formatDN(dn, false), Key: "dn:" + formatDN(dn, true), dn: dn}, nil
+}
+
+// formatDN serialises a parsed DN per RFC 4514, escaping values with
+// ldap.EscapeDN, so the string sent upstream is exactly the DN whose scope was
+// checked. fold lowercases types and values and sorts multi-valued RDNs, for
+// a cache key (AD compares DNs ignoring case).
+func formatDN(dn *ldap.DN, fold bool) string {
+	var b strings.Builder
+	for i, rdn := range dn.RDNs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		parts := make([]string, len(rdn.Attributes))
+		for j, atv := range rdn.Attributes {
+			typ, val := atv.Type, atv.Value
+			if fold {
+				typ, val = strings.ToLower(typ), strings.ToLower(val)
+			}
+			parts[j] = typ + "=" + ldap.EscapeDN(val)
+		}
+		if fold {
+			slices.Sort(parts)
+		}
+		b.WriteString(strings.Join(parts, "+"))
+	}
+	return b.String()
+}
+
+// validAttrType accepts a descriptor ("CN", "msDS-x") or a numeric OID, the
+// two forms RFC 4512 allows for an attribute type.
+func validAttrType(t string) bool {
+	if t == "" {
+		return false
+	}
+	if t[0] >= '0' && t[0] <= '9' {
+		prevDot := true
+		for i := 0; i < len(t); i++ {
+			switch c := t[i]; {
+			case c == '.' && !prevDot:
+				prevDot = true
+			case c >= '0' && c <= '9':
+				prevDot = false
+			default:
+				return false
+			}
+		}
+		return !prevDot
+	}
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		letter := (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+		if !letter && (i == 0 || !(c == '-' || (c >= '0' && c <= '9'))) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkText refuses invalid UTF-8 and control characters (C0, DEL, C1).
+func checkText(s string) error {
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%w: not UTF-8", ErrInvalidLogin)
+	}
+	if strings.IndexFunc(s, unicode.IsControl) >= 0 {
+		return fmt.Errorf("%w: control character", ErrInvalidLogin)
+	}
+	return nil
+}
+
+// checkSAM applies AD's rules for a sAMAccountName, where AD has them: the
+// forbidden characters and the length. Other oddities AD refuses only when an
+// account is created (a trailing dot, say) are left for the directory to
+// answer "no such user".
+func checkSAM(s string) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("%w: empty account name", ErrInvalidLogin)
+	case strings.ContainsAny(s, samForbidden):
+		return fmt.Errorf("%w: character not allowed in an account name", ErrInvalidLogin)
+	case utf8.RuneCountInString(s) > MaxSAMAccountNameChars:
+		return fmt.Errorf("%w: account name longer than %d characters", ErrInvalidLogin, MaxSAMAccountNameChars)
+	}
+	return checkText(s)
+}
