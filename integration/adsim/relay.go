@@ -171,7 +171,7 @@ func (r *relay) toClient() error {
 		switch protocolOp(msg) {
 		case tagBindResponse:
 			if f.cutBind.Load() {
-				return errCut
+				return r.cut(out)
 			}
 		case tagSearchResultEntry, tagSearchResultRef:
 			if k := f.cutAfter.Load(); k >= 0 && entries >= k {
