@@ -84,7 +84,7 @@ func TestBindRefusesAnEmptyPasswordWithoutTraffic(t *testing.T) {
 func TestBindsReuseConnectionsWithoutNewHandshakes(t *testing.T) {
 	t.Parallel()
 	d := newDomain(t, 1, adsim.Config{})
-	c, _ := newCluster(t, d.config())
+	c, logs := newCluster(t, d.config())
 	dc := d.dcs[0]
 	ctx := ctxTimeout(t, 30*time.Second)
 
@@ -118,6 +118,9 @@ func TestBindsReuseConnectionsWithoutNewHandshakes(t *testing.T) {
 	}
 	if after.Binds != 101 {
 		t.Errorf("Stats counts %d binds, want 101", after.Binds)
+	}
+	if n := logs.Len(); n != 0 {
+		t.Errorf("101 binds wrote %d log lines, want none: the proxy writes the audit line", n)
 	}
 }
 

@@ -37,9 +37,10 @@ var errNotCounted = errors.New("not counted by the breaker")
 //
 // The breaker opens after breaker.failures consecutive failures. Its gobreaker
 // Timeout is tiny, so an open breaker is at once eligible for its half-open
-// request; user traffic never goes to a DC whose breaker is not closed, so that
-// one half-open request is the probe, which the probe loop sends every
-// breaker.probe_interval. A successful probe closes the breaker (MaxRequests 1),
+// request; user traffic never goes to a DC whose breaker is not closed (a
+// request that raced with the breaker opening gives the half-open slot back
+// unused), so that one half-open request is the probe, which the probe loop
+// sends every breaker.probe_interval. A successful probe closes the breaker (MaxRequests 1),
 // a failed one opens it again.
 func newBreaker(d *dc, failures int) *gobreaker.TwoStepCircuitBreaker[struct{}] {
 	if failures < 1 {

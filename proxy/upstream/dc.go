@@ -71,6 +71,12 @@ func (d *dc) do(ctx context.Context, p *pool, op func(*ldap.Conn) error) attempt
 	if err != nil {
 		return attempt{skipped: true}
 	}
+	if !d.closed() {
+		// The breaker opened between usable() and Allow, and this request
+		// took the half-open slot meant for the probe: give it back.
+		done(errNotCounted)
+		return attempt{skipped: true}
+	}
 	start := time.Now()
 	a := d.doConn(ctx, p, op)
 	a.dur = time.Since(start)

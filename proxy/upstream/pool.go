@@ -51,6 +51,11 @@ func newPool(d *dc, k kind, size int, prepare func(context.Context, *pconn) erro
 // acquire takes a slot, waiting at most wait and while ctx lasts.
 func (p *pool) acquire(ctx context.Context, wait time.Duration) error {
 	select {
+	case <-p.done:
+		return fmt.Errorf("%w: %w", ErrUnavailable, ErrClosed)
+	default:
+	}
+	select {
 	case p.slots <- struct{}{}:
 		return nil
 	default:
@@ -130,11 +135,11 @@ func (p *pool) get(ctx context.Context, fresh bool) (pc *pconn, isNew bool, err 
 }
 
 // put returns a healthy connection to the idle list, or closes it when the pool
-// is closed.
+// is closed or the DC drained.
 func (p *pool) put(pc *pconn) {
 	pc.lastUsed = p.d.c.now()
 	p.mu.Lock()
-	if p.closed {
+	if p.closed || p.d.drained.Load() {
 		p.mu.Unlock()
 		p.discard(pc)
 		return
@@ -205,7 +210,7 @@ type PoolStats struct {
 	Open int
 	// Idle is the connections waiting in the pool.
 	Idle int
-	// InUse is the connections checked out (or being dialled).
+	// InUse is the connections checked out by requests.
 	InUse int
 }
 

@@ -203,3 +203,33 @@ func TestCloseEndsEverything(t *testing.T) {
 		t.Errorf("Search after Close = %v, want ErrClosed", err)
 	}
 }
+
+func TestSearchPagedAtStaysOnItsDC(t *testing.T) {
+	t.Parallel()
+	d := newDomain(t, 2, adsim.Config{})
+	c, _ := newCluster(t, d.config())
+	dc1, dc2 := d.dcs[0], d.dcs[1]
+	ctx := ctxTimeout(t, 30*time.Second)
+	req := ldap.NewSearchRequest("", ldap.ScopeBaseObject, ldap.NeverDerefAliases, 0, 0, false,
+		"(objectClass=*)", []string{"dsServiceName"}, nil)
+	res, err := c.SearchPagedAt(ctx, dc2.URL(), req, 100)
+	if err != nil {
+		t.Fatalf("SearchPagedAt the second DC: %v", err)
+	}
+	if len(res.Entries) != 1 || res.Entries[0].GetAttributeValue("dsServiceName") != dc2.DSServiceName() {
+		t.Fatalf("rootDSE %v, want the second DC's dsServiceName %s", res.Entries, dc2.DSServiceName())
+	}
+	if got := dc1.Stats().Connections; got != 0 {
+		t.Errorf("the first DC saw %d connections, want 0", got)
+	}
+	must(t, c.SetDrained(dc2.URL(), true))
+	if _, err := c.SearchPagedAt(ctx, dc2.URL(), req, 100); !errors.Is(err, ErrNoHealthyUpstream) {
+		t.Errorf("SearchPagedAt a drained DC = %v, want ErrNoHealthyUpstream (no failover)", err)
+	}
+	if got := dc1.Stats().Connections; got != 0 {
+		t.Errorf("the pinned search failed over to the first DC (%d connections)", got)
+	}
+	if _, err := c.SearchPagedAt(ctx, "ldaps://nowhere:636", req, 100); !errors.Is(err, ErrUnknownServer) {
+		t.Errorf("SearchPagedAt an unknown DC = %v, want ErrUnknownServer", err)
+	}
+}

@@ -313,22 +313,48 @@ func (c *Cluster) Search(ctx context.Context, req *ldap.SearchRequest) (*ldap.Se
 // Failover, errors and referrals are as for Search; a search retried on the next
 // DC starts again from the first page.
 func (c *Cluster) SearchPaged(ctx context.Context, req *ldap.SearchRequest, pageSize uint32) (*ldap.SearchResult, string, error) {
-	return c.search(ctx, func(l *ldap.Conn) (*ldap.SearchResult, error) {
+	return c.search(ctx, pagedSearch(req, pageSize))
+}
+
+// SearchPagedAt is SearchPaged on the DC with this URL only, without failover:
+// an incremental sync must read uSNChanged from the same DC whose
+// highestCommittedUSN it stored, because USNs are per DC. It returns
+// ErrNoHealthyUpstream when that DC's breaker is open or the DC is drained, and
+// ErrUnknownServer for a URL that is not one of upstream.servers.
+func (c *Cluster) SearchPagedAt(ctx context.Context, url string, req *ldap.SearchRequest, pageSize uint32) (*ldap.SearchResult, error) {
+	for _, d := range c.dcs {
+		if d.url == url {
+			res, _, err := c.searchOn(ctx, []*dc{d}, pagedSearch(req, pageSize))
+			return res, err
+		}
+	}
+	return nil, fmt.Errorf("search at: %w: %q", ErrUnknownServer, url)
+}
+
+// pagedSearch runs req as a paged search on one connection.
+func pagedSearch(req *ldap.SearchRequest, pageSize uint32) func(*ldap.Conn) (*ldap.SearchResult, error) {
+	return func(l *ldap.Conn) (*ldap.SearchResult, error) {
 		r := *req
 		r.Controls = slices.DeleteFunc(slices.Clone(req.Controls), func(ct ldap.Control) bool {
 			return ct.GetControlType() == ldap.ControlTypePaging
 		})
 		return l.SearchWithPaging(&r, pageSize)
-	})
+	}
 }
 
 func (c *Cluster) search(ctx context.Context, run func(*ldap.Conn) (*ldap.SearchResult, error)) (*ldap.SearchResult, string, error) {
+	return c.searchOn(ctx, c.dcs, run)
+}
+
+// searchOn runs a search on the first usable DC of dcs, failing over to the
+// next on anything but an answer.
+func (c *Cluster) searchOn(ctx context.Context, dcs []*dc, run func(*ldap.Conn) (*ldap.SearchResult, error)) (*ldap.SearchResult, string, error) {
 	if c.closed.Load() {
 		return nil, "", fmt.Errorf("%w: %w", ErrUnavailable, ErrClosed)
 	}
 	var lastErr error
 	lastDC := ""
-	for _, d := range c.dcs {
+	for _, d := range dcs {
 		if !d.usable() {
 			continue
 		}
