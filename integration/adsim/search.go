@@ -14,8 +14,6 @@ import (
 // oldest is forgotten first (AD's MaxResultSetsPerConn is 10).
 const maxPagedSearches = 10
 
-const resultProtocolError = 2
-
 // pagedSearch is the cursor of a paged search on one connection.
 type pagedSearch struct {
 	slots     []*slot
