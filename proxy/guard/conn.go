@@ -58,9 +58,10 @@ type conn struct {
 	backend  net.Conn      // set once by the reader goroutine
 	pumpDone chan struct{} // closed when the pump exits; nil before the backend
 
-	pending  atomic.Int32 // relayed requests whose final response is not yet out
-	draining atomic.Bool
-	drained  chan struct{} // signalled when pending drops to 0 while draining
+	pending    atomic.Int32 // relayed requests whose final response is not yet out
+	answeredAt atomic.Int64 // unix nanoseconds when pending last dropped to 0
+	draining   atomic.Bool
+	drained    chan struct{} // signalled when pending drops to 0 while draining
 }
 
 func newConn(g *Guard, raw net.Conn, addr, ip string) *conn {
@@ -164,17 +165,19 @@ func (c *conn) loop() error {
 	}
 }
 
-// await waits for the first byte of the next message. No message for
-// IdleTimeout ends the connection, unless a request is in flight: a connection
-// waiting on a slow bind is busy, not idle.
+// await waits for the first byte of the next message. The connection is idle,
+// and closed, once IdleTimeout has passed since both its last message and the
+// final response to its last request: a connection waiting on a slow bind is
+// busy, and one that has just been answered gets a full period to go on.
 //
 // gldap: WithReadTimeout is an absolute deadline on the connection's lifetime,
 // not an idle timeout, so the guard keeps the deadlines itself.
 func (c *conn) await() error {
 	idle := c.g.cfg.IdleTimeout
+	waited := c.br.Buffered() == 0
+	deadline := time.Now().Add(idle)
 	for {
-		waited := c.br.Buffered() == 0
-		_ = c.raw.SetReadDeadline(time.Now().Add(idle))
+		_ = c.raw.SetReadDeadline(deadline)
 		// Checked after setting the deadline: drain sets the flag before
 		// expiring the deadline, so one of the two always stops the wait.
 		if c.draining.Load() {
@@ -194,7 +197,13 @@ func (c *conn) await() error {
 		if c.draining.Load() {
 			return errDraining
 		}
+		now := time.Now()
 		if c.pending.Load() > 0 {
+			deadline = now.Add(idle)
+			continue
+		}
+		if answered := time.Unix(0, c.answeredAt.Load()).Add(idle); answered.After(now) {
+			deadline = answered
 			continue
 		}
 		return errIdle
@@ -299,18 +308,21 @@ func (c *conn) pump(br *bufio.Reader) {
 			c.log.Error("backend sent an unparseable message")
 			return
 		}
+		final := id != 0 && op != opSearchEntry && op != opSearchReference && op != opIntermediate
 		c.wmu.Lock()
 		_ = c.raw.SetWriteDeadline(time.Now().Add(idle))
 		err = copyMessage(c.bw, br, n)
 		if err == nil && br.Buffered() == 0 {
 			err = c.bw.Flush()
 		}
+		if err == nil && final {
+			// Under wmu: whoever takes wmu next (StartTLS's check, the
+			// shutdown notice) sees the count and the response together.
+			c.requestDone()
+		}
 		c.wmu.Unlock()
 		if err != nil {
 			return
-		}
-		if id != 0 && op != opSearchEntry && op != opSearchReference && op != opIntermediate {
-			c.requestDone()
 		}
 	}
 }
@@ -323,6 +335,9 @@ func (c *conn) requestDone() {
 			return
 		}
 		if c.pending.CompareAndSwap(v, v-1) {
+			if v == 1 {
+				c.answeredAt.Store(time.Now().UnixNano())
+			}
 			if v == 1 && c.draining.Load() {
 				select {
 				case c.drained <- struct{}{}:
@@ -507,13 +522,18 @@ func (c *conn) startTLS(id int64) error {
 	refuse := func(code int, diag string) error {
 		return c.write(encodeResult(id, opExtendedResp, code, diag, nil, nil), c.g.cfg.IdleTimeout)
 	}
+	// The pump counts a final response while holding wmu, so a client that has
+	// read every response is never told that operations are outstanding.
+	c.wmu.Lock()
+	outstanding := c.pending.Load() > 0
+	c.wmu.Unlock()
 	switch {
 	case c.g.cfg.TLS == nil || !c.g.cfg.StartTLS:
 		return refuse(resultProtocolError, diagUnsupportedExtended)
 	case c.sess.TLS():
 		// RFC 4513 section 3.1.1: operationsError when TLS is already on.
 		return refuse(resultOperationsError, "TLS is already established")
-	case c.pending.Load() > 0:
+	case outstanding:
 		return refuse(resultOperationsError, "operations are outstanding")
 	case c.br.Buffered() > 0:
 		return fmt.Errorf("data after StartTLS before its response: %w", ErrMalformedMessage)

@@ -274,8 +274,8 @@ func (g *Guard) admit(raw net.Conn, useTLS bool) {
 	}
 	if refused != "" {
 		g.mu.Unlock()
-		_ = raw.Close()
 		g.log.Warn("connection refused", zap.String("client", addr), zap.String("reason", refused), zap.Int("limit", limit))
+		_ = raw.Close()
 		return
 	}
 	c := newConn(g, raw, addr, ip)
