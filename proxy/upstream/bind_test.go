@@ -204,23 +204,29 @@ func TestBindIsBusyWhenThePoolStaysFull(t *testing.T) {
 func TestBindThatReachedADCIsNeverRetriedOnAnother(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name  string
-		fault func(*adsim.DC)
-		ctx   time.Duration // the caller's deadline, when shorter than op_timeout
+		name      string
+		fault     func(*adsim.DC)
+		opTimeout time.Duration
+		ctx       time.Duration // the caller's deadline, when shorter than op_timeout
 	}{
-		{"a bind that times out", func(dc *adsim.DC) { dc.SetDrop(true) }, 0},
-		{"a bind whose response is cut", func(dc *adsim.DC) { dc.CutBeforeBindResponse(true) }, 0},
-		{"a bind that outlives the caller's deadline", func(dc *adsim.DC) { dc.SetDelay(2 * time.Second) }, 150 * time.Millisecond},
+		{"a bind that times out", func(dc *adsim.DC) { dc.SetDrop(true) }, 300 * time.Millisecond, 0},
+		{"a bind whose response is cut", func(dc *adsim.DC) { dc.CutBeforeBindResponse(true) }, 10 * time.Second, 0},
+		{"a bind that outlives the caller's deadline", func(dc *adsim.DC) { dc.SetDelay(time.Minute) }, 10 * time.Second, 300 * time.Millisecond},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			d := newDomain(t, 2, adsim.Config{})
 			cfg := d.config()
-			cfg.OpTimeout = 300 * time.Millisecond
+			cfg.OpTimeout = tt.opTimeout
 			c, _ := newCluster(t, cfg)
 			dc1, dc2 := d.dcs[0], d.dcs[1]
+			// A pooled connection first, so the short deadlines apply to the bind only.
+			if _, err := c.Bind(ctxTimeout(t, 10*time.Second), testbed.JDoe.DN(), testbed.JDoe.Password); err != nil {
+				t.Fatal(err)
+			}
 			tt.fault(dc1)
+			defer dc1.ClearFaults()
 			ctx := ctxTimeout(t, 10*time.Second)
 			if tt.ctx > 0 {
 				ctx = ctxTimeout(t, tt.ctx)

@@ -20,6 +20,8 @@ func TestBreakerOpensSkipsTheDCAndFailsBackAfterAProbe(t *testing.T) {
 		heal  func(t *testing.T, dc *adsim.DC)
 		// failover: the failed binds never reached DC1 and were answered by DC2.
 		failover bool
+		// timeouts: the fault makes requests time out, so op_timeout is short.
+		timeouts bool
 	}{
 		{
 			name:     "refused connections",
@@ -44,9 +46,10 @@ func TestBreakerOpensSkipsTheDCAndFailsBackAfterAProbe(t *testing.T) {
 			heal:  func(t *testing.T, dc *adsim.DC) { dc.ClearFaults() },
 		},
 		{
-			name:  "requests that time out",
-			fault: func(t *testing.T, dc *adsim.DC) { dc.SetDrop(true) },
-			heal:  func(t *testing.T, dc *adsim.DC) { dc.ClearFaults() },
+			name:     "requests that time out",
+			fault:    func(t *testing.T, dc *adsim.DC) { dc.SetDrop(true) },
+			heal:     func(t *testing.T, dc *adsim.DC) { dc.ClearFaults() },
+			timeouts: true,
 		},
 	}
 	for _, tt := range tests {
@@ -54,7 +57,9 @@ func TestBreakerOpensSkipsTheDCAndFailsBackAfterAProbe(t *testing.T) {
 			t.Parallel()
 			d := newDomain(t, 2, adsim.Config{})
 			cfg := d.config()
-			cfg.OpTimeout = 300 * time.Millisecond
+			if tt.timeouts {
+				cfg.OpTimeout = 500 * time.Millisecond
+			}
 			c, logs := newCluster(t, cfg)
 			dc1, dc2 := d.dcs[0], d.dcs[1]
 			ctx := ctxTimeout(t, 30*time.Second)

@@ -61,22 +61,25 @@ func TestSearchRunsOnTheFirstDCAsTheServiceAccount(t *testing.T) {
 func TestSearchFailsOverToTheNextDC(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name  string
-		warm  bool // run one search first, so the fault hits a pooled connection
-		fault func(t *testing.T, dc *adsim.DC)
+		name      string
+		warm      bool // run one search first, so the fault hits a pooled connection
+		opTimeout time.Duration
+		fault     func(t *testing.T, dc *adsim.DC)
 	}{
-		{"when the first DC answers 52", true, func(t *testing.T, dc *adsim.DC) { must(t, dc.FailNext(1, ldap.LDAPResultUnavailable)) }},
-		{"when the first DC cuts the response", true, func(t *testing.T, dc *adsim.DC) { dc.CutSearchAfter(1) }},
-		{"when the first DC times out", true, func(t *testing.T, dc *adsim.DC) { dc.SetDrop(true) }},
-		{"when the first DC refuses connections", false, func(t *testing.T, dc *adsim.DC) { must(t, dc.SetRefuse(true)) }},
-		{"when the first DC's service bind is answered 52", false, func(t *testing.T, dc *adsim.DC) { must(t, dc.FailNext(1, ldap.LDAPResultUnavailable)) }},
+		{"when the first DC answers 52", true, 0, func(t *testing.T, dc *adsim.DC) { must(t, dc.FailNext(1, ldap.LDAPResultUnavailable)) }},
+		{"when the first DC cuts the response", true, 0, func(t *testing.T, dc *adsim.DC) { dc.CutSearchAfter(1) }},
+		{"when the first DC times out", true, 300 * time.Millisecond, func(t *testing.T, dc *adsim.DC) { dc.SetDrop(true) }},
+		{"when the first DC refuses connections", false, 0, func(t *testing.T, dc *adsim.DC) { must(t, dc.SetRefuse(true)) }},
+		{"when the first DC's service bind is answered 52", false, 0, func(t *testing.T, dc *adsim.DC) { must(t, dc.FailNext(1, ldap.LDAPResultUnavailable)) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			d := newDomain(t, 2, adsim.Config{})
 			cfg := d.config()
-			cfg.OpTimeout = 300 * time.Millisecond
+			if tt.opTimeout > 0 {
+				cfg.OpTimeout = tt.opTimeout
+			}
 			c, _ := newCluster(t, cfg)
 			dc1, dc2 := d.dcs[0], d.dcs[1]
 			ctx := ctxTimeout(t, 30*time.Second)
