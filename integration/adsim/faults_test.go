@@ -275,3 +275,23 @@ func TestPlainLDAP(t *testing.T) {
 		t.Errorf("plain LDAP counted %d TLS handshakes", dc.Stats().Handshakes)
 	}
 }
+
+func TestClearFaults(t *testing.T) {
+	d := newDirectory(t, adsim.Config{})
+	dc := startDC(t, d, adsim.DCConfig{})
+	dc.SetDelay(time.Hour)
+	dc.SetDrop(true)
+	dc.CutSearchAfter(0)
+	dc.CutBeforeBindResponse(true)
+	if err := dc.FailNext(5, ldap.LDAPResultBusy); err != nil {
+		t.Fatal(err)
+	}
+	dc.ClearFaults()
+	c := dial(t, dc)
+	if code, _, err := bindResult(c, testbed.Service.UPN(), testbed.Service.Password); err != nil || code != 0 {
+		t.Fatalf("bind after ClearFaults = %d, %v; want success", code, err)
+	}
+	if _, err := c.Search(ldap.NewSearchRequest(testbed.UsersDN, ldap.ScopeSingleLevel, 0, 0, 0, false, "(sAMAccountName=jdoe)", nil, nil)); err != nil {
+		t.Errorf("search after ClearFaults: %v", err)
+	}
+}

@@ -201,3 +201,60 @@ func TestModifyDrivesBinds(t *testing.T) {
 		}
 	})
 }
+
+func TestGroupsAndLocks(t *testing.T) {
+	d := newDirectory(t, adsim.Config{})
+	dc := startDC(t, d, adsim.DCConfig{})
+	c := dial(t, dc)
+	bindAs(t, c, testbed.Service.UPN(), testbed.Service.Password)
+
+	t.Run("a new group nested in PBX-Users passes IN_CHAIN on to its members", func(t *testing.T) {
+		dn, err := d.AddGroup("PBX-Night")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.AddGroupMember(testbed.PBXUsersDN, dn); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.AddGroupMember(dn, testbed.BJones.DN()); err != nil {
+			t.Fatal(err)
+		}
+		res, err := c.Search(ldap.NewSearchRequest(testbed.UsersDN, ldap.ScopeSingleLevel, 0, 0, 0, false,
+			"(&(sAMAccountName=bjones)(memberOf:1.2.840.113556.1.4.1941:="+ldap.EscapeFilter(testbed.PBXUsersDN)+"))", []string{"1.1"}, nil))
+		if err != nil || len(res.Entries) != 1 {
+			t.Fatalf("bjones in PBX-Users by IN_CHAIN: %v, %d entries; want 1", err, len(res.Entries))
+		}
+	})
+	t.Run("removing a member moves the group's USN and drops the back link", func(t *testing.T) {
+		before := d.HighestCommittedUSN()
+		if err := d.RemoveGroupMember(testbed.PBXUsersDN, testbed.JDoe.DN()); err != nil {
+			t.Fatal(err)
+		}
+		changed := changedSince(t, c, before)
+		if _, ok := changed[testbed.PBXUsersDN]; !ok {
+			t.Errorf("PBX-Users not changed after losing a member")
+		}
+		if entry, _ := d.Entry(testbed.JDoe.DN()); len(entry["memberOf"]) != 0 {
+			t.Errorf("jdoe memberOf = %q, want none", entry["memberOf"])
+		}
+	})
+	t.Run("a group that does not exist is ErrNoSuchObject", func(t *testing.T) {
+		if err := d.AddGroupMember("CN=Nope,"+testbed.UsersDN, testbed.JDoe.DN()); !errors.Is(err, adsim.ErrNoSuchObject) {
+			t.Errorf("error = %v, want ErrNoSuchObject", err)
+		}
+	})
+	t.Run("Lock locks an account out until Unlock", func(t *testing.T) {
+		if err := d.Lock("asmith"); err != nil {
+			t.Fatal(err)
+		}
+		if _, sub, _ := bindResult(dial(t, dc), testbed.ASmith.UPN(), testbed.ASmith.Password); sub != "775" {
+			t.Errorf("bind while locked = %q, want 775", sub)
+		}
+		if err := d.Unlock("asmith"); err != nil {
+			t.Fatal(err)
+		}
+		if code, _, err := bindResult(dial(t, dc), testbed.ASmith.UPN(), testbed.ASmith.Password); err != nil || code != 0 {
+			t.Errorf("bind after Unlock = %d, %v; want success", code, err)
+		}
+	})
+}
