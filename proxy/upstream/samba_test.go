@@ -137,4 +137,3 @@ func TestSambaFailover(t *testing.T) {
 		}
 	})
 }
-
