@@ -80,6 +80,12 @@ func TestBreakerOpensSkipsTheDCAndFailsBackAfterAProbe(t *testing.T) {
 			if n := countLogs(logs, zapcore.WarnLevel, "upstream circuit opened"); n != 1 {
 				t.Errorf("%d Warn lines for the breaker opening, want 1", n)
 			}
+			for _, e := range logs.FilterMessageSnippet("upstream circuit opened").All() {
+				fields := e.ContextMap()
+				if fields["upstream"] != dc1.URL() || fields["last_error"] == "" {
+					t.Errorf("the Warn line lacks the DC or the failure that opened it: %v", fields)
+				}
+			}
 
 			// While open, DC1 gets nothing.
 			sim1 := dc1.Stats()

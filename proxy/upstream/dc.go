@@ -131,30 +131,33 @@ func (d *dc) doConn(ctx context.Context, p *pool, op func(*ldap.Conn) error) att
 	}
 }
 
-// finish reports an attempt to the breaker and the counters.
+// finish reports an attempt to the counters and then to the breaker, so that
+// the log line of a breaker opening names the failure that opened it.
 func (d *dc) finish(done func(error), start time.Time, a attempt) {
-	switch {
-	case a.skipped:
+	if a.skipped {
 		return
-	case a.uncounted, errors.Is(a.err, ErrBusy), errors.Is(a.err, ErrClosed):
-		done(errNotCounted)
-	case errors.Is(a.err, ErrServiceBind):
-		done(nil) // the DC answered; the configuration is wrong
-	default:
-		done(a.err)
 	}
+	var outcome error
+	switch {
+	case a.uncounted, errors.Is(a.err, ErrBusy), errors.Is(a.err, ErrClosed):
+		outcome = errNotCounted
+	case errors.Is(a.err, ErrServiceBind):
+		outcome = nil // the DC answered; the configuration is wrong
+	default:
+		outcome = a.err
+	}
+	failed := outcome != nil && !errors.Is(outcome, errNotCounted) && classify(outcome) != answered
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	if a.reached {
 		d.lastLatency = time.Since(start)
 	}
-	if a.err == nil || a.uncounted || classify(a.err) == answered ||
-		errors.Is(a.err, ErrBusy) || errors.Is(a.err, ErrClosed) || errors.Is(a.err, ErrServiceBind) {
-		return
+	if failed {
+		d.failures.Add(1)
+		d.lastErr = detach(a.err).Error()
+		d.lastErrAt = d.c.now()
 	}
-	d.failures.Add(1)
-	d.lastErr = detach(a.err).Error()
-	d.lastErrAt = d.c.now()
+	d.mu.Unlock()
+	done(outcome)
 }
 
 func (d *dc) lastErrorText() string {
