@@ -36,7 +36,7 @@ type harness struct {
 	entryBytes  int
 }
 
-func startHarness(t *testing.T, cfg Config, wrap func(net.Listener) net.Listener) *harness {
+func startHarness(t testing.TB, cfg Config, wrap func(net.Listener) net.Listener) *harness {
 	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
 	if cfg.MaxConnections == 0 {
@@ -82,7 +82,7 @@ func startHarness(t *testing.T, cfg Config, wrap func(net.Listener) net.Listener
 
 // startBackend runs gldap with a bind handler that honours the hello and a
 // search handler that returns h.entries large entries.
-func (h *harness) startBackend(t *testing.T) string {
+func (h *harness) startBackend(t testing.TB) string {
 	t.Helper()
 	var mu sync.Mutex
 	sessions := map[int]*Session{}
@@ -160,7 +160,7 @@ func entryData(i, n int) string {
 	return s[:n]
 }
 
-func dial(t *testing.T, addr string) *ldap.Conn {
+func dial(t testing.TB, addr string) *ldap.Conn {
 	t.Helper()
 	l, err := ldap.DialURL("ldap://" + addr)
 	if err != nil {
