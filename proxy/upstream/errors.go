@@ -12,7 +12,9 @@ import (
 // ErrNoHealthyUpstream, ErrBusy and ErrUnavailable; an answer from a DC (49 and
 // every other LDAP result code except 51, 52 and 80) comes back as the *ldap.Error
 // go-ldap made of it, and an error that wraps one of these sentinels never holds an
-// *ldap.Error, so errors.As(err, &ldapErr) is true only for a DC's answer.
+// *ldap.Error, so errors.As(err, &ldapErr) is true only for a DC's answer (and for
+// go-ldap's ldap.ErrSizeLimitExceeded when a search sets EnforceSizeLimit: the DC
+// answered with more entries than asked for).
 var (
 	// ErrNoHealthyUpstream means no DC could be tried: every DC's breaker is open
 	// or the DC is drained. Nothing was sent and nothing was dialled; the listener
@@ -34,8 +36,8 @@ var (
 	// ErrEmptyPassword is returned by Bind for an empty password, which is never
 	// sent upstream: AD answers such an "unauthenticated bind" with success.
 	ErrEmptyPassword = errors.New("empty password")
-	// ErrUnknownServer is returned by SetDrained for a URL that is not one of
-	// upstream.servers.
+	// ErrUnknownServer is returned by SetDrained and SearchPagedAt for a URL that
+	// is not one of upstream.servers.
 	ErrUnknownServer = errors.New("unknown upstream server")
 	// ErrClosed is returned (wrapped with ErrUnavailable) once Close was called.
 	ErrClosed = errors.New("upstream closed")

@@ -20,7 +20,7 @@
 //
 // # Breakers
 //
-// Each DC has a gobreaker circuit breaker (see newBreaker) that counts transport
+// Each DC has a gobreaker circuit breaker that counts transport
 // failures, timeouts and the results 51, 52 and 80 as failures and every other
 // answer, 49 above all, as a success. After breaker.failures consecutive failures
 // it opens: the DC gets no traffic, and every breaker.probe_interval a probe (new
