@@ -30,6 +30,8 @@ func rootCommand() *command {
 against Azure AD Domain Services, which only answers LDAPS. Each command
 below has its own options: run 'ldapgate help COMMAND' to read them.`,
 		subcommands: []*command{
+			serveCommand(),
+			demoCommand(),
 			certsCommand(),
 			versionCommand(),
 		},

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"go.uber.org/zap"
+
+	"github.com/ldapgate/ldapgate/configs"
+	"github.com/ldapgate/ldapgate/proxy"
+	"github.com/ldapgate/ldapgate/proxy/upstream"
+)
+
+func serveCommand() *command {
+	return &command{
+		name:    "serve",
+		summary: "run the gateway: the LDAP listener in front of the domain controllers",
+		usage:   "--config FILE [--log-format json|console] [--log-level LEVEL]",
+		help: `serve runs the gateway until SIGINT or SIGTERM. The PBX binds on the listener
+with plain LDAP (or LDAPS/StartTLS when configured); ldapgate maps the login
+(sAMAccountName, UPN, DOMAIN\user or DN) to the user's DN with a search made as
+the service account, and forwards the bind over verified LDAPS to the first
+healthy domain controller. SIGHUP reloads the listener certificate.
+
+A shutdown stops accepting, lets in-flight binds finish within
+listen.shutdown_timeout and closes the upstream connections.`,
+		setup: func(fs *flag.FlagSet) runFunc {
+			path := fs.String("config", "", "read the configuration from `FILE`")
+			var lf logFlags
+			lf.register(fs)
+			return func(e *env, _ []string) error {
+				if *path == "" {
+					return usageError{errors.New("--config is required")}
+				}
+				cfg, err := configs.Load(*path)
+				if err != nil {
+					return err
+				}
+				log, err := newLogger(e.stderr, firstSet(lf.format, cfg.Log.Format), firstSet(lf.level, cfg.Log.Level))
+				if err != nil {
+					return usageError{err}
+				}
+				defer func() { _ = log.Sync() }()
+				for _, w := range cfg.Warnings() {
+					log.Warn("config: " + w)
+				}
+				ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+				defer stop()
+				return serve(ctx, cfg, log)
+			}
+		},
+	}
+}
+
+// serve builds the gateway from cfg and runs it until ctx ends.
+func serve(ctx context.Context, cfg *configs.Config, log *zap.Logger) error {
+	cluster, err := upstream.New(cfg.Upstream, log)
+	if err != nil {
+		return fmt.Errorf("upstream: %w", err)
+	}
+	defer func() { _ = cluster.Close() }()
+	auth, err := proxy.NewAuth(*cfg, cluster, log)
+	if err != nil {
+		return err
+	}
+	info, _ := debug.ReadBuildInfo()
+	srv, err := proxy.NewServer(cfg.Listen, cfg.Upstream.BaseDN, auth, log, proxy.WithVendorVersion(buildVersion(version, info)))
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	log.Info("serving",
+		zap.String("listen", cfg.Listen.Address),
+		zap.String("listen_ldaps", cfg.Listen.LDAPSAddress),
+		zap.Int("upstreams", len(cfg.Upstream.Servers)))
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case err := <-errc:
+			return fmt.Errorf("listener: %w", err)
+		case <-hup:
+			if err := srv.ReloadTLS(); err != nil {
+				log.Error("reload listener certificate: keeping the old one", zap.Error(err))
+			} else {
+				log.Info("reloaded listener certificate")
+			}
+		case <-ctx.Done():
+			log.Info("shutting down")
+			sctx, cancel := context.WithTimeout(context.Background(), cfg.Listen.ShutdownTimeout)
+			defer cancel()
+			if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
+				return fmt.Errorf("shutdown: %w", err)
+			}
+			return nil
+		}
+	}
+}
+
+// firstSet returns the first non-empty string.
+func firstSet(vals ...string) string {
+	for _, v := range vals {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
