@@ -27,6 +27,10 @@ var ErrServerClosed = guard.ErrServerClosed
 // ErrNoAuthenticator is returned by NewServer without an Authenticator.
 var ErrNoAuthenticator = errors.New("proxy: no authenticator")
 
+// ErrNoListenAddress is returned by ListenAndServe when the configuration has
+// neither a plain nor an LDAPS address.
+var ErrNoListenAddress = errors.New("proxy: neither address nor ldaps_address is set")
+
 // Result codes the listener sends itself (RFC 4511 appendix A).
 const (
 	codeSuccess                  = 0
@@ -137,10 +141,14 @@ func (c *connState) boundDN() string {
 // NewServer builds the listener. Zero fields of cfg take the defaults of
 // configs.Default. TLS (for ServeTLS, cfg.LDAPSAddress and cfg.StartTLS) comes
 // from WithTLSConfig, else from cfg.TLS's files through a certs.Reloader. It logs
-// under log.Named("listener").
+// under log.Named("listener") (the guard under "listener.guard"); nil logs
+// nothing.
 func NewServer(cfg configs.Listen, baseDN string, auth Authenticator, log *zap.Logger, opts ...ServerOption) (*Server, error) {
 	if auth == nil {
 		return nil, ErrNoAuthenticator
+	}
+	if log == nil {
+		log = zap.NewNop()
 	}
 	o := serverOptions{version: "dev"}
 	for _, opt := range opts {
@@ -172,7 +180,7 @@ func NewServer(cfg configs.Listen, baseDN string, auth Authenticator, log *zap.L
 		MaxConnectionsPerIP: cfg.MaxConnectionsPerIP,
 		IdleTimeout:         cfg.IdleTimeout,
 		MaxMessageBytes:     cfg.MaxMessageBytes,
-	}, log)
+	}, s.log)
 	if err != nil {
 		return nil, fmt.Errorf("connection guard: %w", err)
 	}
@@ -265,7 +273,7 @@ func (s *Server) ListenAndServe() error {
 		ls, serves = append(ls, l), append(serves, s.ServeTLS)
 	}
 	if len(ls) == 0 {
-		return fmt.Errorf("listener: neither address nor ldaps_address is set")
+		return ErrNoListenAddress
 	}
 	errc := make(chan error, len(ls))
 	for i := range ls {

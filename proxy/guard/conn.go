@@ -31,6 +31,7 @@ var (
 	errDraining = errors.New("server shutting down")
 	errUnbind   = errors.New("unbind")
 	errClosed   = errors.New("connection closed")
+	errBackend  = errors.New("backend unavailable")
 )
 
 // conn is one client connection. Two goroutines serve it: the reader (serve)
@@ -103,6 +104,9 @@ func (c *conn) serve(useTLS bool) {
 	case errors.Is(err, ErrMalformedMessage), errors.Is(err, ErrMessageTooLarge):
 		c.notice(resultProtocolError, "malformed or oversized message")
 		c.log.Info("connection closed", zap.String("reason", "protocol error"), zap.Error(err))
+	case errors.Is(err, errBackend):
+		c.notice(resultUnavailable, "the gateway is unavailable")
+		c.log.Error("connection closed", zap.Error(err))
 	case err == nil, errors.Is(err, errUnbind), errors.Is(err, io.EOF), c.isClosed():
 		c.log.Debug("connection closed")
 	default:
@@ -215,7 +219,7 @@ func (c *conn) await() error {
 func (c *conn) relay(msg []byte) error {
 	if c.backend == nil {
 		if err := c.attach(); err != nil {
-			return fmt.Errorf("backend: %w", err)
+			return fmt.Errorf("%w: %w", errBackend, err)
 		}
 	}
 	// Counted before the write so the response cannot overtake the count.

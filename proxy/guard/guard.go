@@ -118,10 +118,13 @@ type Guard struct {
 	wg        sync.WaitGroup // one per open connection
 }
 
-// New returns a Guard. It logs under log.Named("guard").
+// New returns a Guard. It logs under log.Named("guard"); nil logs nothing.
 func New(cfg Config, log *zap.Logger) (*Guard, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
+	}
+	if log == nil {
+		log = zap.NewNop()
 	}
 	h, err := newHellos()
 	if err != nil {

@@ -1,6 +1,8 @@
 package guard
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -34,6 +36,7 @@ type harness struct {
 	userBinds   atomic.Int32 // binds the backend saw other than hellos
 	entries     int          // entries of a search under "ou=many"
 	entryBytes  int
+	backend     *gldap.Server
 }
 
 func startHarness(t testing.TB, cfg Config, wrap func(net.Listener) net.Listener) *harness {
@@ -146,6 +149,7 @@ func (h *harness) startBackend(t testing.TB) string {
 		}
 		cancel()
 		if err == nil {
+			h.backend = srv
 			t.Cleanup(func() { _ = srv.Stop() })
 			return addr
 		}
@@ -384,5 +388,33 @@ func TestShutdownRefusesNewConnectionsAndServeReturns(t *testing.T) {
 	}
 	if err := l.Bind("jdoe", "pw"); err == nil {
 		t.Fatal("an open connection still works after Shutdown")
+	}
+}
+
+func TestWithoutABackendAClientGetsUnavailableAndTheFailureIsLogged(t *testing.T) {
+	h := startHarness(t, Config{}, nil)
+	if err := h.backend.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = c.Write(encodeSimpleBind(1, "jdoe", "pw"))
+	_ = c.SetReadDeadline(time.Now().Add(waitFor))
+	var scratch []byte
+	msg, _, err := readMessage(bufio.NewReader(c), 1<<16, &scratch)
+	if err != nil {
+		t.Fatalf("no Notice of Disconnection: %v", err)
+	}
+	if want := encodeResult(0, opExtendedResp, resultUnavailable, "the gateway is unavailable", []byte(oidNoticeOfDisc), nil); !bytes.Equal(msg, want) {
+		t.Fatalf("got % x, want a Notice of Disconnection with unavailable", msg)
+	}
+	if !closedSoon(t, c) {
+		t.Fatal("the connection stayed open")
+	}
+	if n := h.logs.FilterLevelExact(zapcore.ErrorLevel).FilterMessage("connection closed").Len(); n != 1 {
+		t.Fatalf("%d error logs for the backend failure, want 1", n)
 	}
 }
