@@ -34,6 +34,13 @@ type Config struct {
 	Upstream Upstream `yaml:"upstream"`
 	// Cache holds the sizes and lifetimes of the gateway's caches.
 	Cache Cache `yaml:"cache"`
+	// Sync is the directory view: which users are in scope and how it is kept
+	// in step with AD.
+	Sync Sync `yaml:"sync"`
+	// Import is the user import the view feeds: pascom's mapping, mode and sinks.
+	Import Import `yaml:"import"`
+	// HTTP is the small admin/export HTTP listener.
+	HTTP HTTP `yaml:"http"`
 	// Log is the process log.
 	Log Log `yaml:"log"`
 
@@ -177,6 +184,104 @@ type CacheSize struct {
 	TTL time.Duration `yaml:"ttl"`
 }
 
+// Sync configures the directory view and the sync loop that keeps it.
+type Sync struct {
+	// Enabled runs the sync loop inside serve. Default true.
+	Enabled bool `yaml:"enabled"`
+	// DataDir holds the view's store (view.db) and the import's output files.
+	// Default "/var/lib/ldapgate".
+	DataDir string `yaml:"data_dir"`
+	// BaseDN is where users are read from. Default upstream.user_base_dn.
+	BaseDN string `yaml:"base_dn"`
+	// Filter selects the users in scope, e.g. members of PBX-Users, nested
+	// groups included: (&(objectCategory=person)(objectClass=user)
+	// (memberOf:1.2.840.113556.1.4.1941:=CN=PBX-Users,OU=AADDC Users,DC=...)).
+	// Default upstream.user_filter.
+	Filter string `yaml:"filter"`
+	// EnabledOnly keeps disabled accounts out of the view entirely (otherwise
+	// they are in it and the import marks them disabled). Default false.
+	EnabledOnly bool `yaml:"enabled_only"`
+	// Attributes are read for every user. Default: what the pascom import maps
+	// (sAMAccountName, userPrincipalName, displayName, givenName, sn, mail,
+	// telephoneNumber, mobile, homePhone, facsimileTelephoneNumber, company,
+	// ipPhone, memberOf, userAccountControl, objectGUID, pwdLastSet,
+	// lockoutTime, accountExpires, uSNChanged, whenChanged).
+	Attributes []string `yaml:"attributes"`
+	// PageSize is the paged-results page size; AD serves at most 1000.
+	// Default 1000.
+	PageSize int `yaml:"page_size"`
+	// Interval is the time between incremental syncs ("automate"). Default 5m.
+	Interval time.Duration `yaml:"interval"`
+	// Jitter is the most random delay added to each interval, so a fleet of
+	// gateways does not sync in step. Default 30s.
+	Jitter time.Duration `yaml:"jitter"`
+	// FullInterval is the time between full reconciles, which catch deletions
+	// an incremental sync cannot see. Default 1h.
+	FullInterval time.Duration `yaml:"full_interval"`
+	// Timeout bounds one sync run. Default 5m.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxEntries caps the users one sync may read; more is an error and the
+	// previous view is kept. Default 200000.
+	MaxEntries int `yaml:"max_entries"`
+	// MaxDeletePercent holds an import that would remove more than this
+	// percentage of the view until confirmed. Default 10.
+	MaxDeletePercent float64 `yaml:"max_delete_percent"`
+	// ExcludeFilter keeps matching users out of every import (the service
+	// account is always kept out). Default "".
+	ExcludeFilter string `yaml:"exclude_filter"`
+	// StaleAfter is how old the view may be and still answer the PBX's searches
+	// and the resolver's lookups; older, they go to AD. Default 15m.
+	StaleAfter time.Duration `yaml:"stale_after"`
+}
+
+// Import configures the user import built from the view (pascom's "AD User
+// Sync" mapping) and where it is delivered.
+type Import struct {
+	// Mode is "create_update" or "create_update_remove" (pascom's "create and
+	// update, remove missing"). Default "create_update_remove".
+	Mode string `yaml:"mode"`
+	// CreateSoftphone gives every imported user a softphone. Default true.
+	CreateSoftphone bool `yaml:"create_softphone"`
+	// CreateMobile gives every imported user with a mobile number a mobile
+	// device. Default false.
+	CreateMobile bool `yaml:"create_mobile"`
+	// CSVFile is where pascom's CSV is written (atomically). Default
+	// "<sync.data_dir>/users.csv".
+	CSVFile string `yaml:"csv_file"`
+	// JSONFile is where the plan and the applied state are written as JSON.
+	// Default "<sync.data_dir>/import.json".
+	JSONFile string `yaml:"json_file"`
+	// Webhook, when its URL is set, receives each applied plan as a JSON batch.
+	Webhook Webhook `yaml:"webhook"`
+}
+
+// Webhook is an HTTP endpoint that receives applied import plans.
+type Webhook struct {
+	// URL is the endpoint (http or https); empty disables the webhook.
+	URL string `yaml:"url"`
+	// BearerToken is sent as "Authorization: Bearer ..."; may be "${ENV}".
+	BearerToken Secret `yaml:"bearer_token"`
+	// Timeout bounds one delivery attempt. Default 10s.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxAttempts is how often a batch is tried before it is given up until the
+	// next sync. Default 5.
+	MaxAttempts int `yaml:"max_attempts"`
+}
+
+// HTTP configures the admin/export HTTP listener: /export/users.csv now, the
+// status pages and metrics later.
+type HTTP struct {
+	// Address is the listen address; empty disables it. Default "127.0.0.1:8389".
+	Address string `yaml:"address"`
+	// BearerToken, when set, is required as "Authorization: Bearer ...".
+	BearerToken Secret `yaml:"bearer_token"`
+	// BasicUser and BasicPassword, when set, are required as HTTP basic auth
+	// (pascom's CSV connector can send those).
+	BasicUser string `yaml:"basic_user"`
+	// BasicPassword is the basic-auth password; may be "${ENV}".
+	BasicPassword Secret `yaml:"basic_password"`
+}
+
 // Log configures the process log.
 type Log struct {
 	// Level is debug, info, warn or error. Default info.
@@ -234,6 +339,28 @@ func Default() Config {
 			Breaker: Breaker{Failures: 3, ProbeInterval: 10 * time.Second},
 		},
 		Cache: Cache{DN: CacheSize{Size: 10000, TTL: 15 * time.Minute}},
-		Log:   Log{Level: "info", Format: "json"},
+		Sync: Sync{
+			Enabled: true,
+			DataDir: "/var/lib/ldapgate",
+			Attributes: []string{"sAMAccountName", "userPrincipalName", "displayName", "givenName", "sn",
+				"mail", "telephoneNumber", "mobile", "homePhone", "facsimileTelephoneNumber", "company",
+				"ipPhone", "memberOf", "userAccountControl", "objectGUID", "pwdLastSet", "lockoutTime",
+				"accountExpires", "uSNChanged", "whenChanged"},
+			PageSize:         1000,
+			Interval:         5 * time.Minute,
+			Jitter:           30 * time.Second,
+			FullInterval:     time.Hour,
+			Timeout:          5 * time.Minute,
+			MaxEntries:       200000,
+			MaxDeletePercent: 10,
+			StaleAfter:       15 * time.Minute,
+		},
+		Import: Import{
+			Mode:            "create_update_remove",
+			CreateSoftphone: true,
+			Webhook:         Webhook{Timeout: 10 * time.Second, MaxAttempts: 5},
+		},
+		HTTP: HTTP{Address: "127.0.0.1:8389"},
+		Log:  Log{Level: "info", Format: "json"},
 	}
 }

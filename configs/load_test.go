@@ -41,6 +41,10 @@ func TestParseFillsTheDefaults(t *testing.T) {
 	want.Upstream.BindPassword = "Svc!Passw0rd-pbx"
 	want.Upstream.BaseDN = "DC=aadds,DC=example,DC=test"
 	want.Upstream.UserBaseDN = want.Upstream.BaseDN
+	want.Sync.BaseDN = want.Upstream.UserBaseDN
+	want.Sync.Filter = want.Upstream.UserFilter
+	want.Import.CSVFile = "/var/lib/ldapgate/users.csv"
+	want.Import.JSONFile = "/var/lib/ldapgate/import.json"
 	c.warnings = nil
 	if got, want := fmt.Sprintf("%+v", *c), fmt.Sprintf("%+v", want); got != want {
 		t.Errorf("config\n got %s\nwant %s", got, want)
@@ -61,7 +65,7 @@ func TestParseReportsKeyAndLine(t *testing.T) {
 		{
 			name:            "an unknown top-level key names the key, its line and the known keys",
 			yaml:            "lisen:\n  address: 127.0.0.1:389\n",
-			wantErrContains: "config: test.yaml:1: lisen: unknown key: check the spelling; the keys here are listen, upstream, cache, log",
+			wantErrContains: "config: test.yaml:1: lisen: unknown key: check the spelling; the keys here are listen, upstream, cache, sync, import, http, log",
 		},
 		{
 			name:            "an unknown nested key names its full path",

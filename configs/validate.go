@@ -50,6 +50,9 @@ func (c *Config) validate() problems {
 	c.Listen.validate(&p)
 	c.Upstream.validate(&p)
 	checkCache(&p, "cache.dn", c.Cache.DN)
+	c.Sync.validate(&p, c.Upstream.BaseDN)
+	c.Import.validate(&p)
+	c.HTTP.validate(&p)
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
 		p.addf("log.level", "%q is not a level: use debug, info, warn or error", c.Log.Level)
 	}
@@ -67,6 +70,7 @@ func (c *Config) fillDerived() {
 	if u.UserBaseDN == "" {
 		u.UserBaseDN = u.BaseDN
 	}
+	defer c.fillSyncDerived()
 	for i := range u.Servers {
 		s := &u.Servers[i]
 		normalised, host, err := normaliseServerURL(s.URL)

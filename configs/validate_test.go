@@ -355,6 +355,53 @@ func TestValidate(t *testing.T) {
 			mutate:          func(_ *testing.T, c *Config) { c.Log.Format = "text" },
 			wantErrContains: `config: log.format: "text" is not a format: use json or console`,
 		},
+		{
+			name:            "a sync page larger than AD's MaxPageSize is refused",
+			mutate:          func(_ *testing.T, c *Config) { c.Sync.PageSize = 1500 },
+			wantErrContains: "config: sync.page_size: must be between 1 and 1000",
+		},
+		{
+			name:            "a sync base outside the upstream base is refused",
+			mutate:          func(_ *testing.T, c *Config) { c.Sync.BaseDN = "OU=Users,DC=other,DC=test" },
+			wantErrContains: "config: sync.base_dn:",
+		},
+		{
+			name:            "a broken sync filter is refused",
+			mutate:          func(_ *testing.T, c *Config) { c.Sync.Filter = "(memberOf=" },
+			wantErrContains: "config: sync.filter: not a valid LDAP filter",
+		},
+		{
+			name: "attributes without objectGUID are refused",
+			mutate: func(_ *testing.T, c *Config) {
+				c.Sync.Attributes = []string{"sAMAccountName", "userAccountControl", "uSNChanged"}
+			},
+			wantErrContains: "config: sync.attributes: must include objectGUID",
+		},
+		{
+			name:            "a jitter as long as the interval is refused",
+			mutate:          func(_ *testing.T, c *Config) { c.Sync.Jitter = c.Sync.Interval },
+			wantErrContains: "config: sync.jitter:",
+		},
+		{
+			name:            "a delete threshold over 100 percent is refused",
+			mutate:          func(_ *testing.T, c *Config) { c.Sync.MaxDeletePercent = 150 },
+			wantErrContains: "config: sync.max_delete_percent:",
+		},
+		{
+			name:            "an unknown import mode is refused",
+			mutate:          func(_ *testing.T, c *Config) { c.Import.Mode = "mirror" },
+			wantErrContains: `config: import.mode: "mirror" is not a mode`,
+		},
+		{
+			name:            "a webhook that is not http(s) is refused",
+			mutate:          func(_ *testing.T, c *Config) { c.Import.Webhook.URL = "ftp://x/y" },
+			wantErrContains: "config: import.webhook.url: not an http(s) URL",
+		},
+		{
+			name:            "a basic-auth user without a password is refused",
+			mutate:          func(_ *testing.T, c *Config) { c.HTTP.BasicUser = "pascom" },
+			wantErrContains: "config: http.basic_user: basic_user and basic_password go together",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
