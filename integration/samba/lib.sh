@@ -125,12 +125,18 @@ dc_fail() {
 }
 
 # wait_ldaps DC: waits (bounded) until the DC answers LDAPS with the project CA's cert.
+# samba -D returns before its daemon writes the pid file: until that file appears
+# (within a grace period) the DC counts as starting, not as dead.
 wait_ldaps() {
-	local dc=$1 url deadline
+	local dc=$1 url deadline grace pidfile
 	url=$(dc_url "$dc")
+	pidfile="$(dc_dir "$dc")/run/samba.pid"
 	deadline=$((SECONDS + START_TIMEOUT))
+	grace=$((SECONDS + 10))
 	until ldap_probe "$url"; do
-		dc_running "$dc" || dc_fail "$dc" "$dc's samba exited before LDAPS answered on $url"
+		if [[ -s $pidfile ]] || ((SECONDS >= grace)); then
+			dc_running "$dc" || dc_fail "$dc" "$dc's samba exited before LDAPS answered on $url"
+		fi
 		((SECONDS < deadline)) || dc_fail "$dc" "$dc did not answer LDAPS on $url within ${START_TIMEOUT}s"
 		sleep 0.2
 	done
@@ -142,7 +148,8 @@ check_ports_free() {
 	local dc=$1 ip=${DC_IP[$1]} port
 	for port in 389 636 88; do
 		if port_open "$ip" "$port"; then
-			die "$ip:$port is already taken, so $dc cannot start: $(ss -Hltnp "( sport = :$port )" 2>/dev/null | tr -s ' ' | head -3)"
+			die "$ip:$port is already taken, so $dc cannot start: $(ss -Hltnp "( sport = :$port )" 2>/dev/null |
+				grep -E "($ip|0\.0\.0\.0|\*|\[::\]):$port " | tr -s ' ' | head -3)"
 		fi
 	done
 }
@@ -158,6 +165,8 @@ dc_start() {
 	fi
 	check_ports_free "$dc"
 	mkdir -p "$dir/log" "$dir/run"
+	# A stale pid file would make wait_ldaps judge the new daemon by a dead one.
+	rm -f "$dir/run/samba.pid"
 	log "starting $dc on ${DC_IP[$dc]}"
 	# samba -D forks and returns at once; readiness is wait_ldaps' job.
 	# 9>&-: the daemon must not inherit (and so hold forever) the test bed's lock.
@@ -169,7 +178,7 @@ dc_start() {
 # session_pids PID: the processes of the session that samba -D started (the master,
 # its prefork workers and winbindd), so a SIGKILL reaches every one of them.
 session_pids() {
-	ps -e -o pid=,sid= | awk -v s="$1" '$2 == s { print $1 }'
+	ps -e -o pid=,sid=,stat= | awk -v s="$1" '$2 == s && $3 !~ /^Z/ { print $1 }'
 }
 
 # dc_stop DC: SIGTERM, a bounded wait, then SIGKILL to what is left; returns once the
@@ -180,20 +189,19 @@ dc_stop() {
 		log "$dc is not running"
 	else
 		log "stopping $dc (pid $pid)"
-		pids=$(session_pids "$pid")
 		kill -TERM "$pid" 2>/dev/null || true
+		# The master's children (one per service and prefork worker) exit a moment
+		# after it: wait for the whole session, within the bound.
 		deadline=$((SECONDS + STOP_TIMEOUT))
-		while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
+		while [[ -n $(session_pids "$pid") ]] && ((SECONDS < deadline)); do
 			sleep 0.1
 		done
-		# Whatever survived the bounded wait (or outlived its master) is killed by pid.
-		pids=$(printf '%s\n%s\n' "$pids" "$(session_pids "$pid")" | sort -u)
-		for p in $pids; do
-			if kill -0 "$p" 2>/dev/null; then
-				warn "$dc: pid $p still there, sending SIGKILL"
-				kill -KILL "$p" 2>/dev/null || true
-			fi
-		done
+		pids=$(session_pids "$pid")
+		if [[ -n $pids ]]; then
+			warn "$dc: pids $(echo $pids) still there after ${STOP_TIMEOUT}s, sending SIGKILL"
+			# shellcheck disable=SC2086 # one pid per word
+			kill -KILL $pids 2>/dev/null || true
+		fi
 	fi
 	deadline=$((SECONDS + STOP_TIMEOUT))
 	while port_open "$ip" 636 || port_open "$ip" 389; do

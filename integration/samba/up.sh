@@ -119,8 +119,6 @@ stop_system_samba() {
 # TLS: the project's own CLI makes the CA and the DCs' certificate. It keeps files
 # that are still good, so the CA at $DIR/tls/ca.pem stays stable across runs.
 
-CERT_CHANGED=""
-
 file_digest() { sha256sum "$1" 2>/dev/null || echo missing; }
 
 make_certs() {
@@ -134,8 +132,15 @@ make_certs() {
 		die "ldapgate certs init failed: $out"
 	after=$(file_digest "$TLS_DIR/server.pem")
 	if [[ $before != "$after" ]]; then
-		CERT_CHANGED=1
 		log "$(printf '%s\n' "$out" | grep -m1 server.pem)"
+		# Samba reads its certificate only at start.
+		local dc
+		for dc in "${DCS[@]}"; do
+			if dc_running "$dc"; then
+				log "the server certificate changed: restarting $dc"
+				dc_stop "$dc"
+			fi
+		done
 	fi
 	# Samba refuses a private key that others may read.
 	chmod 0600 "$TLS_DIR/server.key" "$TLS_DIR/ca.key"
@@ -280,6 +285,20 @@ record_dsa_guids() {
 	write_ns_files
 }
 
+# run_kcc DC: runs the DC's KCC now. A DC runs its own KCC about 15 s after it
+# starts, and asking during that run gets NT_STATUS_DS_BUSY: retry, within a bound.
+run_kcc() {
+	local dc=$1 logfile i
+	logfile=$(dc_dir "$dc")/log/kcc.log
+	for i in 1 2 3 4 5 6 7 8 9 10; do
+		samba_tool drs kcc "$dc" >"$logfile" 2>&1 && return 0
+		sleep 1
+	done
+	printf 'testbed: ERROR: samba-tool drs kcc %s failed 10 times; last lines of %s:\n' "$dc" "$logfile" >&2
+	tail -n 30 "$logfile" >&2
+	exit 1
+}
+
 provision_pair() {
 	[[ -f $TESTBED_DIR/.paired ]] && return 0
 	if [[ -e $(dc_dir dc1) || -e $(dc_dir dc2) ]]; then
@@ -318,23 +337,26 @@ provision_pair() {
 	# The KCC would set up dc1's inbound connection from dc2 on its next run (every
 	# 5 minutes): run it on both now, then force one replication each way, after
 	# which changes replicate within seconds.
-	run_logged "$(dc_dir dc1)/log/kcc.log" "samba-tool drs kcc dc1" samba_tool drs kcc dc1
-	run_logged "$(dc_dir dc2)/log/kcc.log" "samba-tool drs kcc dc2" samba_tool drs kcc dc2
+	run_kcc dc1
+	run_kcc dc2
+	# --add-ref makes the source DC add the destination to its repsTo, the list of
+	# partners it notifies of changes: without it dc2 may not tell dc1 about its own
+	# changes, which then reach dc1 only at its next periodic pull (minutes).
 	run_logged "$(dc_dir dc2)/log/replicate.log" "samba-tool drs replicate dc1 <- dc2" \
-		samba_tool drs replicate dc1 dc2 "$BASE_DN"
+		samba_tool drs replicate dc1 dc2 "$BASE_DN" --add-ref
 	run_logged "$(dc_dir dc1)/log/replicate.log" "samba-tool drs replicate dc2 <- dc1" \
-		samba_tool drs replicate dc2 dc1 "$BASE_DN"
+		samba_tool drs replicate dc2 dc1 "$BASE_DN" --add-ref
 	touch "$TESTBED_DIR/.paired"
 }
 
 # start_both: starts whichever DC is stopped, and restarts a running one whose
-# configuration or certificate this run changed (Samba reads both only at start).
+# configuration this run changed (Samba reads it only at start).
 start_both() {
 	local dc
 	for dc in "${DCS[@]}"; do
 		write_smb_conf "$dc"
-		if dc_running "$dc" && [[ -n $WROTE || -n $CERT_CHANGED ]]; then
-			log "$dc's configuration or certificate changed: restarting it"
+		if dc_running "$dc" && [[ -n $WROTE ]]; then
+			log "$dc's smb.conf changed: restarting it"
 			dc_stop "$dc"
 		fi
 	done
@@ -428,6 +450,30 @@ replicate_changes() {
 		samba_tool drs replicate dc2 dc1 "$BASE_DN"
 }
 
+# check_replication: a change on each DC must reach the other within a bound. The
+# change is a heartbeat in the description of the bulk users' OU (no user changes).
+check_replication() {
+	phase repl-check
+	local from to stamp deadline t0
+	for from in "${DCS[@]}"; do
+		to=dc1
+		[[ $from == dc1 ]] && to=dc2
+		stamp="replication heartbeat $(date -u +%FT%T.%NZ) from $from"
+		printf 'dn: %s\nchangetype: modify\nreplace: description\ndescription: %s\n' "$LOAD_OU" "$stamp" |
+			ldapmodify -x -H "$(dc_url "$from")" -D "$ADMIN_DN" -w "$ADMIN_PASS" -o nettimeout=3 >/dev/null ||
+			die "could not write the replication heartbeat on $from"
+		t0=$EPOCHREALTIME
+		deadline=$((SECONDS + 15))
+		until ldapsearch -x -H "$(dc_url "$to")" -D "$ADMIN_DN" -w "$ADMIN_PASS" -o nettimeout=3 -LLL \
+			-b "$LOAD_OU" -s base description 2>/dev/null | grep -qxF "description: $stamp"; do
+			((SECONDS < deadline)) ||
+				die "a change on $from did not reach $to within 15s: replication is broken (rebuild both: down.sh --wipe, then up.sh)"
+			sleep 0.1
+		done
+		log "replication $from -> $to: $(since "$t0")s"
+	done
+}
+
 # The accounts table of AD-FACTS.md: DN, password, the result of a simple bind.
 EXPECTED=(
 	"CN=John Doe,$USERS_OU|Passw0rd!jdoe|ok"
@@ -489,6 +535,7 @@ seed_bulk
 relock_hlocked
 replicate_changes
 verify_binds
+check_replication
 end_phase
 
 total=$(since "$RUN_T0")
