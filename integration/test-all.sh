@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs ldapgate's whole test suite on a Debian machine as root: static checks, the
+# unit tests with -race, then the real Active Directory test bed (two Samba AD DCs on
+# loopback, installed and started by integration/samba/up.sh) and the integration
+# tests against it. Whatever this script started is stopped on exit, pass or fail.
+# Environment: LDAPGATE_TEST_USERS (bulk users to seed, default 1200 so paging past
+# AD's 1,000 is exercised), LDAPGATE_TESTBED_DIR (test bed state, default
+# /var/tmp/ldapgate-testbed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+users=${LDAPGATE_TEST_USERS:-1200}
+started_testbed=0
+
+step() { printf '\n== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
+
+cleanup() {
+	rc=$?
+	if [ "$started_testbed" = 1 ]; then
+		step "stopping the test bed this run started"
+		bash integration/samba/down.sh || echo "test-all: stopping the test bed failed" >&2
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+step "static checks"
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "test-all: gofmt would change:" >&2
+	echo "$unformatted" >&2
+	exit 1
+fi
+go vet ./...
+go vet -tags integration ./...
+
+step "test bed: installing and starting two Samba AD DCs ($users bulk users)"
+if ! (exec 3<>/dev/tcp/127.0.0.1/636) 2>/dev/null; then
+	started_testbed=1
+fi
+bash integration/samba/up.sh --users "$users"
+
+step "unit tests (-race)"
+go test -race -count=1 ./...
+
+step "integration tests against the Samba test bed (-race)"
+go test -race -count=1 -tags integration -timeout 20m ./integration/...
+
+step "all tests passed"
