@@ -43,6 +43,9 @@ type Config struct {
 	HTTP HTTP `yaml:"http"`
 	// Log is the process log.
 	Log Log `yaml:"log"`
+	// Search is how the listener answers searches: who may search, where,
+	// which attributes come back and the bounds on paged searches.
+	Search Search `yaml:"search"`
 
 	// warnings are what Load or Parse found worth a warning; see Warnings.
 	warnings []string
@@ -182,6 +185,74 @@ type CacheSize struct {
 	Size int `yaml:"size"`
 	// TTL is how long an entry is used. Default 15m.
 	TTL time.Duration `yaml:"ttl"`
+}
+
+// Search configures the searches the listener answers: pascom's "LDAP
+// authentication" tab binds as a proxy user and searches (sAMAccountName=...)
+// under a base; its user import runs paged searches. Searches are forwarded to
+// AD on the service account's connections; the listener never writes.
+//
+//	search:
+//	  proxy_user: svc-pbx@contoso.onmicrosoft.com
+//	  proxy_password_file: /etc/ldapgate/proxy-password   # optional local secret
+//	  attributes: [dn, sAMAccountName, displayName, mail, telephoneNumber]
+//	  paging:
+//	    idle_timeout: 60s
+type Search struct {
+	// BaseDN is the subtree clients may search: a search whose base is neither
+	// BaseDN nor under it is answered 32 noSuchObject. Empty (the default)
+	// means upstream.base_dn; otherwise it must lie inside upstream.base_dn.
+	BaseDN string `yaml:"base_dn"`
+	// ProxyUser is the PBX's proxy user (pascom's "proxy user"), as a DN, a UPN
+	// or DOMAIN\name: a successful bind as this account grants search rights
+	// on that connection. It is compared on the canonical identity (the DN AD
+	// returns for it), so every spelling of the account is the same user.
+	// Empty (the default) means upstream.bind_dn.
+	ProxyUser string `yaml:"proxy_user"`
+	// ProxyPassword, when set, is a local secret for ProxyUser: the proxy
+	// user's bind is checked against it here, in constant time, and never sent
+	// to AD, so the PBX needs no AD account of its own. Empty (the default):
+	// the proxy user's bind goes to AD like every other bind. May be
+	// "${ENV_VAR}"; at most one of ProxyPassword and ProxyPasswordFile.
+	ProxyPassword Secret `yaml:"proxy_password"`
+	// ProxyPasswordFile is a file holding ProxyPassword (a trailing newline is
+	// removed); Load and Parse read it into ProxyPassword. Keep it mode 0600.
+	ProxyPasswordFile string `yaml:"proxy_password_file"`
+	// AllowUserSearch lets every successfully bound user search, not only the
+	// proxy user. Default false.
+	AllowUserSearch bool `yaml:"allow_user_search"`
+	// AllowAnonymousSearch lets anonymous connections search (the rootDSE is
+	// always readable). Default false: such searches get 50
+	// insufficientAccessRights.
+	AllowAnonymousSearch bool `yaml:"allow_anonymous_search"`
+	// Attributes is the allow-list of attributes a search may return; others
+	// are never returned, even when asked for by name. "*" in a request means
+	// this list, "1.1" none; "dn" stands for the entry's DN, which every entry
+	// carries. Default: what a PBX needs, pascom's import included (dn,
+	// sAMAccountName, userPrincipalName, displayName, givenName, sn, mail,
+	// telephoneNumber, mobile, ipPhone, homePhone, facsimileTelephoneNumber,
+	// company, memberOf, objectClass, objectGUID, userAccountControl).
+	Attributes []string `yaml:"attributes"`
+	// Paging bounds the paged searches (RFC 2696) the listener keeps open.
+	Paging SearchPaging `yaml:"paging"`
+}
+
+// SearchPaging bounds the paged searches the listener keeps open. AD's paging
+// cookies belong to the connection that issued them, so each open paged search
+// holds one upstream service connection of its own until it ends.
+type SearchPaging struct {
+	// IdleTimeout ends a paged search whose client has not asked for the next
+	// page for this long, and frees its upstream connection; it must stay under
+	// AD's MaxConnIdleTime of 900 s. Default 60s.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxPerConnection is how many paged searches one client connection may
+	// have open; a new one past it abandons the one used least recently. At
+	// most 10 (AD's MaxResultSetsPerConn). Default 1: a new paged search on a
+	// connection abandons the previous one.
+	MaxPerConnection int `yaml:"max_per_connection"`
+	// MaxOpen is how many paged searches may be open across all clients; past
+	// it a new one is answered 51 busy. Default 16.
+	MaxOpen int `yaml:"max_open"`
 }
 
 // Sync configures the directory view and the sync loop that keeps it.
@@ -339,6 +410,12 @@ func Default() Config {
 			Breaker: Breaker{Failures: 3, ProbeInterval: 10 * time.Second},
 		},
 		Cache: Cache{DN: CacheSize{Size: 10000, TTL: 15 * time.Minute}},
+		Search: Search{
+			Attributes: []string{"dn", "sAMAccountName", "userPrincipalName", "displayName", "givenName", "sn",
+				"mail", "telephoneNumber", "mobile", "ipPhone", "homePhone", "facsimileTelephoneNumber", "company",
+				"memberOf", "objectClass", "objectGUID", "userAccountControl"},
+			Paging: SearchPaging{IdleTimeout: time.Minute, MaxPerConnection: 1, MaxOpen: 16},
+		},
 		Sync: Sync{
 			Enabled: true,
 			DataDir: "/var/lib/ldapgate",

@@ -143,26 +143,33 @@ func fileError(source string, line int, err error) error {
 	return problems{{Source: source, Line: line, Err: err}}.err()
 }
 
-// readSecrets reads bind_password_file into BindPassword, recording problems
-// in probs and warnings in c.
+// readSecrets reads bind_password_file into BindPassword and
+// search.proxy_password_file into Search.ProxyPassword, recording problems in
+// probs and warnings in c.
 func (l loader) readSecrets(c *Config, probs *problems, lines map[string]int) {
-	const key = "upstream.bind_password_file"
-	u := &c.Upstream
-	if u.BindPasswordFile == "" {
+	l.readSecret(c, probs, lines, "upstream.bind_password", &c.Upstream.BindPassword, c.Upstream.BindPasswordFile)
+	l.readSecret(c, probs, lines, "search.proxy_password", &c.Search.ProxyPassword, c.Search.ProxyPasswordFile)
+}
+
+// readSecret reads the file named by the key key+"_file" into *secret.
+func (l loader) readSecret(c *Config, probs *problems, lines map[string]int, key string, secret *Secret, path string) {
+	fileKey := key + "_file"
+	if path == "" {
 		return
 	}
-	if u.BindPassword != "" {
-		probs.add(key, errors.New("bind_password is set too: set only one of bind_password and bind_password_file"))
+	name := key[strings.LastIndexByte(key, '.')+1:]
+	if *secret != "" {
+		probs.add(fileKey, fmt.Errorf("%s is set too: set only one of %s and %s_file", name, name, name))
 		return
 	}
-	pw, mode, err := readSecretFile(u.BindPasswordFile)
+	pw, mode, err := readSecretFile(path)
 	if err != nil {
-		probs.add(key, err)
+		probs.add(fileKey, err)
 		return
 	}
-	u.BindPassword = Secret(pw)
+	*secret = Secret(pw)
 	if mode&0o044 != 0 {
-		l.warn(c, lines, key, fmt.Errorf("%s can be read by group or others (mode %04o): chmod 600 it", u.BindPasswordFile, mode.Perm()))
+		l.warn(c, lines, fileKey, fmt.Errorf("%s can be read by group or others (mode %04o): chmod 600 it", path, mode.Perm()))
 	}
 }
 
@@ -172,10 +179,10 @@ func (l loader) readSecrets(c *Config, probs *problems, lines map[string]int) {
 func readSecretFile(path string) (string, fs.FileMode, error) {
 	st, err := os.Stat(path)
 	if err != nil {
-		return "", 0, fmt.Errorf("%w: create it holding the service account's password, mode 0600", err)
+		return "", 0, fmt.Errorf("%w: create it holding the password, mode 0600", err)
 	}
 	if !st.Mode().IsRegular() {
-		return "", 0, fmt.Errorf("%s is not a regular file: point it at a file holding the service account's password", path)
+		return "", 0, fmt.Errorf("%s is not a regular file: point it at a file holding the password", path)
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -191,7 +198,7 @@ func readSecretFile(path string) (string, fs.FileMode, error) {
 	}
 	pw := strings.TrimRight(string(data), "\r\n")
 	if strings.TrimSpace(pw) == "" {
-		return "", 0, fmt.Errorf("%s is empty: put the service account's password in it (an empty password is an anonymous bind to AD)", path)
+		return "", 0, fmt.Errorf("%s is empty: put the password in it (an empty password is an anonymous bind to AD)", path)
 	}
 	return pw, st.Mode(), nil
 }

@@ -50,6 +50,7 @@ func (c *Config) validate() problems {
 	c.Listen.validate(&p)
 	c.Upstream.validate(&p)
 	checkCache(&p, "cache.dn", c.Cache.DN)
+	c.Search.validate(&p, c.Upstream.BaseDN)
 	c.Sync.validate(&p, c.Upstream.BaseDN)
 	c.Import.validate(&p)
 	c.HTTP.validate(&p)
