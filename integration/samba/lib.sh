@@ -92,8 +92,13 @@ dc_pid() {
 	[[ -r $pidfile ]] || return 1
 	pid=$(tr -dc '0-9' <"$pidfile")
 	[[ -n $pid ]] || return 1
-	# A stale pid file may name a recycled pid: it must still be a samba process.
+	# A stale pid file may name a recycled pid: it must still be a samba process,
+	# and not a zombie (a stopped DC's master lingers as one until init reaps it).
 	[[ $(cat "/proc/$pid/comm" 2>/dev/null) == samba ]] || return 1
+	local stat
+	stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+	stat=${stat##*) }
+	[[ ${stat%% *} != Z ]] || return 1
 	printf '%s' "$pid"
 }
 
