@@ -15,6 +15,9 @@
 // pool.max_lifetime and after pool.idle_timeout unused (AD closes connections
 // idle for 900 s), checked at checkout and by a sweep every probe interval.
 // Waiting for a connection is bounded by pool.wait_timeout and the context: ErrBusy.
+// A paged search relayed page by page (StartPaged) takes its service connection
+// out of the pool until its last page, because AD's paging cookie belongs to the
+// connection; it gives it back when complete and closes it when abandoned.
 // Every operation is bounded by upstream.op_timeout and the context's deadline,
 // whichever comes first; cancelling the context aborts the connection.
 //
@@ -129,6 +132,9 @@ type DCStats struct {
 	// StaleRetries is the requests moved to a new connection because the pooled
 	// one turned out dead before the request was written.
 	StaleRetries uint64
+	// Pinned is the service connections held now by open paged searches
+	// (StartPaged), outside the service pool.
+	Pinned int
 	// Failures is the failures the breaker counted.
 	Failures uint64
 	// LastError is the last failure the breaker counted ("" if none).
@@ -437,6 +443,7 @@ func (c *Cluster) Close() error {
 	for _, d := range c.dcs {
 		d.svc.close()
 		d.usr.close()
+		d.closePins()
 	}
 	return nil
 }

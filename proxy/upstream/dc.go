@@ -33,6 +33,10 @@ type dc struct {
 	binds, searches, probes, staleRetries    atomic.Uint64
 	failures                                 atomic.Uint64
 
+	// pins are the paged searches holding a service connection of this DC
+	// outside its pool (see PagedSearch); guarded by mu.
+	pins map[*PagedSearch]struct{}
+
 	mu          sync.Mutex
 	lastErr     string
 	lastErrAt   time.Time
@@ -59,10 +63,21 @@ type attempt struct {
 	skipped bool
 	// uncounted: the caller's context ended; the breaker does not count it.
 	uncounted bool
+	// kept is the connection op's keep hook asked to keep: taken out of the
+	// pool, now owned by the caller (see doKeeping).
+	kept *pconn
 }
 
 // do runs op on a connection of pool p, through the DC's breaker.
 func (d *dc) do(ctx context.Context, p *pool, op func(*ldap.Conn) error) attempt {
+	return d.doKeeping(ctx, p, op, nil)
+}
+
+// doKeeping is do, except that when op was answered and keep (if not nil)
+// returns true, the connection is not returned to the pool but handed to the
+// caller in attempt.kept, outside the pool's count: a paged search keeps its
+// connection for the next pages, whose cookie only that connection knows.
+func (d *dc) doKeeping(ctx context.Context, p *pool, op func(*ldap.Conn) error, keep func() bool) attempt {
 	if err := ctx.Err(); err != nil {
 		// The caller has given up: dial nothing, count nothing.
 		return attempt{err: err, uncounted: true}
@@ -78,7 +93,7 @@ func (d *dc) do(ctx context.Context, p *pool, op func(*ldap.Conn) error) attempt
 		return attempt{skipped: true}
 	}
 	start := time.Now()
-	a := d.doConn(ctx, p, op)
+	a := d.doConn(ctx, p, op, keep)
 	a.dur = time.Since(start)
 	if a.err != nil && ctx.Err() != nil && classify(a.err) != answered {
 		a.uncounted = true
@@ -90,7 +105,7 @@ func (d *dc) do(ctx context.Context, p *pool, op func(*ldap.Conn) error) attempt
 // doConn checks out a connection, runs op and returns the connection to the pool
 // or closes it. A pooled connection that turns out dead before the request was
 // written is replaced once by a fresh connection to the same DC.
-func (d *dc) doConn(ctx context.Context, p *pool, op func(*ldap.Conn) error) attempt {
+func (d *dc) doConn(ctx context.Context, p *pool, op func(*ldap.Conn) error, keep func() bool) attempt {
 	if err := p.acquire(ctx, d.c.cfg.Pool.WaitTimeout); err != nil {
 		return attempt{err: err}
 	}
@@ -103,11 +118,15 @@ func (d *dc) doConn(ctx context.Context, p *pool, op func(*ldap.Conn) error) att
 		reached, err := pc.run(ctx, d.c.cfg.OpTimeout, op)
 		a := attempt{err: err, reached: reached, isNew: isNew}
 		if classify(err) == answered {
-			if errors.Is(err, ldap.ErrSizeLimitExceeded) {
+			switch {
+			case errors.Is(err, ldap.ErrSizeLimitExceeded):
 				// go-ldap stopped reading mid-search; the rest of the
 				// answer would arrive on this connection.
 				p.discard(pc)
-			} else {
+			case keep != nil && keep():
+				p.detach(pc)
+				a.kept = pc
+			default:
 				p.put(pc)
 			}
 			return a
@@ -254,6 +273,7 @@ func (d *dc) stats() DCStats {
 		Probes:       d.probes.Load(),
 		StaleRetries: d.staleRetries.Load(),
 		Failures:     d.failures.Load(),
+		Pinned:       d.pinnedCount(),
 		LastError:    lastErr,
 		LastErrorAt:  lastErrAt,
 		LastLatency:  lastLatency,

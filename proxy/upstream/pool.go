@@ -148,6 +148,31 @@ func (p *pool) put(pc *pconn) {
 	p.mu.Unlock()
 }
 
+// detach takes a checked-out connection out of the pool's count: its new
+// owner (a paged search) closes it or gives it back with adopt. The caller
+// still holds the slot it checked the connection out with and releases it.
+func (p *pool) detach(pc *pconn) {
+	p.mu.Lock()
+	p.open--
+	p.mu.Unlock()
+}
+
+// adopt takes back a connection detached earlier, as an idle one, when it is
+// fit for use and the pool has room; otherwise it closes it.
+func (p *pool) adopt(pc *pconn) {
+	now := p.d.c.now()
+	p.mu.Lock()
+	if p.closed || p.d.drained.Load() || p.open >= p.size || p.expired(pc, now) || !pc.alive() {
+		p.mu.Unlock()
+		pc.close()
+		return
+	}
+	pc.lastUsed = now
+	p.open++
+	p.idle = append(p.idle, pc)
+	p.mu.Unlock()
+}
+
 // discard closes a connection that is no longer pooled.
 func (p *pool) discard(pc *pconn) {
 	pc.close()
