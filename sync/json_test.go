@@ -1,0 +1,64 @@
+package usersync
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestJSONFile(t *testing.T) {
+	cfg := impConfig(t)
+	clock := newImpClock()
+	users := impSeededList(t)
+	impApply(t, impNew(t, cfg, clock), users, ApplyOptions{})
+	data, err := os.ReadFile(cfg.Import.JSONFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc importDocument
+	if err := json.Unmarshal(data, &doc); err != nil {
+		t.Fatalf("import.json is not the document: %v", err)
+	}
+
+	t.Run("it holds the plan, the options, the result and the applied import", func(t *testing.T) {
+		if doc.Version != importDocumentVersion || doc.Plan == nil || len(doc.Plan.Creates) != 9 ||
+			doc.Result.Created != 9 || doc.State.Sequence != 1 || len(doc.State.Users) != 9 {
+			t.Errorf("document: version %d, creates %d, result %+v, state sequence %d with %d users",
+				doc.Version, len(doc.Plan.Creates), doc.Result, doc.State.Sequence, len(doc.State.Users))
+		}
+		if len(doc.Plan.Excluded) != 1 || !strings.Contains(doc.Plan.Excluded[0].DN, "PBX Service") {
+			t.Errorf("excluded %+v, want the service account", doc.Plan.Excluded)
+		}
+	})
+	t.Run("its top-level fields come in a fixed order", func(t *testing.T) {
+		var keys []string
+		dec := json.NewDecoder(bytes.NewReader(data))
+		_, _ = dec.Token() // {
+		for dec.More() {
+			k, _ := dec.Token()
+			keys = append(keys, k.(string))
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := strings.Join(keys, ","); got != "version,plan,options,result,state" {
+			t.Errorf("keys %s", got)
+		}
+	})
+	t.Run("empty lists are [] rather than null", func(t *testing.T) {
+		if bytes.Contains(data, []byte("null")) {
+			t.Errorf("import.json has a null:\n%s", data)
+		}
+	})
+	t.Run("the same import gives the same file", func(t *testing.T) {
+		again := impConfig(t)
+		impApply(t, impNew(t, again, newImpClock()), users, ApplyOptions{})
+		other, err := os.ReadFile(again.Import.JSONFile)
+		if err != nil || !bytes.Equal(other, data) {
+			t.Errorf("a second import of the same users wrote another file (%v)", err)
+		}
+	})
+}
