@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # the variables are used by the scripts that source this
 # Shared by up.sh, down.sh and dc.sh: the test bed's facts, its state layout, and how
 # to run, start, probe and stop one Samba domain controller. Sourced, never run.
 
@@ -78,6 +78,7 @@ check_dc_name() {
 # NONE), and the machine's own files stay untouched. Daemons started here keep the
 # namespace for their lifetime.
 ns() {
+	# shellcheck disable=SC2016 # expanded by the inner shell
 	unshare --mount --propagation private -- /bin/sh -c '
 		d=$1; shift
 		mount --bind "$d/hosts" /etc/hosts || exit 1
@@ -111,6 +112,7 @@ ldap_probe() {
 
 # port_open IP PORT: true when something accepts TCP connections there.
 port_open() {
+	# shellcheck disable=SC2016 # expanded by the inner shell
 	timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$1" "$2" 2>/dev/null
 }
 
@@ -203,7 +205,7 @@ dc_stop() {
 		done
 		pids=$(session_pids "$pid")
 		if [[ -n $pids ]]; then
-			warn "$dc: pids $(echo $pids) still there after ${STOP_TIMEOUT}s, sending SIGKILL"
+			warn "$dc: pids ${pids//$'\n'/ } still there after ${STOP_TIMEOUT}s, sending SIGKILL"
 			# shellcheck disable=SC2086 # one pid per word
 			kill -KILL $pids 2>/dev/null || true
 		fi
