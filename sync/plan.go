@@ -58,8 +58,9 @@ const (
 type FieldChange struct {
 	// Field is the field's JSON name in ImportUser (pascom's name where it has one).
 	Field string `json:"field"`
-	// Old and New are the values before and after; lists are joined with "; ".
+	// Old is the value before; lists are joined with "; ".
 	Old string `json:"old"`
+	// New is the value after.
 	New string `json:"new"`
 }
 
@@ -105,11 +106,19 @@ type Plan struct {
 	ViewUsers    int `json:"view_users"`
 	AppliedUsers int `json:"applied_users"`
 
-	Creates   []PlanItem `json:"creates"`
-	Updates   []PlanItem `json:"updates"`
-	Disables  []PlanItem `json:"disables"`
-	Removes   []PlanItem `json:"removes"`
-	Kept      []PlanItem `json:"kept"`
+	// Creates are users new to the import.
+	Creates []PlanItem `json:"creates"`
+	// Updates are imported users with changed fields (Changes says which).
+	Updates []PlanItem `json:"updates"`
+	// Disables are imported users whose account became disabled.
+	Disables []PlanItem `json:"disables"`
+	// Removes are imported users gone from the view (create_update_remove);
+	// each is Held when HeldDeletions is set.
+	Removes []PlanItem `json:"removes"`
+	// Kept are imported users the plan leaves as they were although their
+	// entry is gone (create_update) or cannot be imported now (Reason).
+	Kept []PlanItem `json:"kept"`
+	// Unchanged are imported users with nothing to change.
 	Unchanged []PlanItem `json:"unchanged"`
 	// Skipped are view entries that cannot be imported (no username, a
 	// username another user has); Excluded are the service account and the

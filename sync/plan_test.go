@@ -186,6 +186,14 @@ func TestPlanDiff(t *testing.T) {
 	}
 }
 
+func TestPlanWritesNothing(t *testing.T) {
+	cfg := impConfig(t)
+	if _, err := impNew(t, cfg, newImpClock()).Plan(impSeededList(t)); err != nil {
+		t.Fatal(err)
+	}
+	impOnlyFiles(t, cfg.Sync.DataDir)
+}
+
 func TestPlanRefusesDuplicateGUIDs(t *testing.T) {
 	im := impNew(t, impConfig(t), newImpClock())
 	if _, err := im.Plan([]Entry{impEntry("g1", "a"), impEntry("g1", "b")}); err == nil {
@@ -299,6 +307,13 @@ func TestDeletionThreshold(t *testing.T) {
 			held := tc.wantHeld && !tc.confirm
 			if (res.HeldRemovals == len(p.Removes)) != held || (res.Removed == len(p.Removes)) == held {
 				t.Errorf("held removals %d, removed %d of %d; want held=%v", res.HeldRemovals, res.Removed, len(p.Removes), held)
+			}
+			csv, err := os.ReadFile(cfg.Import.CSVFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if inCSV := bytes.Contains(csv, []byte(`"u000"`)); inCSV != held {
+				t.Errorf("u000 in the CSV: %v; a held removal stays in it, an applied one leaves it", inCSV)
 			}
 			if !held {
 				return
