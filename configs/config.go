@@ -46,6 +46,12 @@ type Config struct {
 	// Search is how the listener answers searches: who may search, where,
 	// which attributes come back and the bounds on paged searches.
 	Search Search `yaml:"search"`
+	// Lockout is the guard that keeps the gateway from locking AD accounts:
+	// negative cache, per-user budget, per-client rate limit, failure timing.
+	Lockout Lockout `yaml:"lockout"`
+	// Offline is the opt-in offline credential cache used while no DC can be
+	// reached.
+	Offline Offline `yaml:"offline"`
 
 	// warnings are what Load or Parse found worth a warning; see Warnings.
 	warnings []string
@@ -439,5 +445,118 @@ func Default() Config {
 		},
 		HTTP: HTTP{Address: "127.0.0.1:8389"},
 		Log:  Log{Level: "info", Format: "json"},
+		Lockout: Lockout{
+			NegativeTTL:       5 * time.Minute,
+			UserBudget:        3,
+			UserWindow:        2 * time.Minute,
+			MaxUsers:          10000,
+			ClientRate:        10,
+			ClientBurst:       20,
+			MaxClients:        10000,
+			MinFailureLatency: 50 * time.Millisecond,
+		},
+		Offline: Offline{
+			MaxAge:              24 * time.Hour,
+			MaxEntries:          10000,
+			MaxFailures:         3,
+			MaxConcurrentHashes: 2,
+			Argon2:              Argon2{Time: 2, MemoryKiB: 19456, Threads: 1},
+		},
 	}
+}
+
+// Lockout configures the lockout guard in front of AD's account lockout (AADDS
+// locks an account after 5 bad passwords within 2 minutes, for 30 minutes). The
+// gateway sends each bind attempt upstream at most once and never to a second
+// DC after a 49; on top of that:
+//
+//	lockout:
+//	  negative_ttl: 5m        # the same wrong password again: 49 here
+//	  user_budget: 3          # distinct wrong passwords per user ...
+//	  user_window: 2m         # ... until this long after the last one
+//	  client_rate: 10         # failed binds per second per client address
+//	  client_burst: 20
+//	  min_failure_latency: 50ms
+//
+// Per-user state is keyed on the account's canonical DN as AD returned it, so
+// every spelling of a login is one account; logins that name no account get no
+// state.
+type Lockout struct {
+	// NegativeTTL is how long a wrong password AD refused (52e) is remembered
+	// for its account, as a keyed hash: the same password again within it is
+	// answered 49 without asking AD. 0 disables the negative cache. Default 5m.
+	NegativeTTL time.Duration `yaml:"negative_ttl"`
+	// UserBudget is how many distinct wrong passwords of one account go to AD
+	// before further attempts for it, whatever the password, are answered 49
+	// here until UserWindow has passed since the last wrong one. Keep it below
+	// the domain's lockout threshold (AADDS: 5). 0 disables it. Default 3.
+	UserBudget int `yaml:"user_budget"`
+	// UserWindow is how long after an account's last wrong password its count
+	// starts over, as AD's "reset account lockout counter after" does; keep it
+	// at least AD's (AADDS: 2 minutes). Default 2m.
+	UserWindow time.Duration `yaml:"user_window"`
+	// MaxUsers bounds the accounts with a negative cache or budget state
+	// (least recently used dropped first). Default 10000.
+	MaxUsers int `yaml:"max_users"`
+	// ClientRate is the failed binds per second one client address may make
+	// (token bucket); past it every bind from that address is answered 51 busy
+	// until the bucket refills. Refusals that never look an account up (empty
+	// password, malformed name) do not count. 0 disables it. Default 10.
+	ClientRate float64 `yaml:"client_rate"`
+	// ClientBurst is the bucket size of ClientRate. Default 20.
+	ClientBurst int `yaml:"client_burst"`
+	// MaxClients bounds the client addresses tracked for ClientRate (least
+	// recently used dropped first). Default 10000.
+	MaxClients int `yaml:"max_clients"`
+	// MinFailureLatency delays every 49 until at least this long after the bind
+	// request arrived, so that an unknown user, a wrong password and a refusal
+	// from a local cache take the same time. It should exceed AD's search plus
+	// bind time (a few ms). 0 disables it. Default 50ms.
+	MinFailureLatency time.Duration `yaml:"min_failure_latency"`
+}
+
+// Offline configures the offline credential cache. When enabled, a successful
+// bind stores an argon2id hash of the password (random salt per entry); while
+// no DC can be reached (breakers open, transport errors, timeouts) a bind is
+// checked against it instead, never after an answer from AD. Off by default:
+// it keeps password hashes on this host.
+//
+//	offline:
+//	  enabled: true
+//	  file: /var/lib/ldapgate/offline.json   # optional; written 0600
+//	  max_age: 24h
+type Offline struct {
+	// Enabled turns the cache on. Default false.
+	Enabled bool `yaml:"enabled"`
+	// File, when set, keeps the cache across restarts: loaded at start,
+	// written atomically with mode 0600 after changes. Empty (the default):
+	// memory only.
+	File string `yaml:"file"`
+	// MaxAge is how long after the last successful bind at AD an entry may be
+	// used. Default 24h.
+	MaxAge time.Duration `yaml:"max_age"`
+	// MaxEntries bounds the accounts cached (the least recently verified is
+	// dropped first). Default 10000.
+	MaxEntries int `yaml:"max_entries"`
+	// MaxFailures is how many wrong passwords one account may try against the
+	// cache during one outage; after that its binds get 52 until a DC answers
+	// again. Default 3.
+	MaxFailures int `yaml:"max_failures"`
+	// MaxConcurrentHashes bounds the argon2id computations running at once
+	// (each takes Argon2.MemoryKiB of memory and one CPU for tens of ms); a bind
+	// that would store a hash while all are busy skips it. Default 2.
+	MaxConcurrentHashes int `yaml:"max_concurrent_hashes"`
+	// Argon2 is the cost of the hash, OWASP's argon2id minimum by default.
+	Argon2 Argon2 `yaml:"argon2"`
+}
+
+// Argon2 is the cost of an argon2id hash. Entries keep the parameters they were
+// made with, so changing these does not invalidate a cache.
+type Argon2 struct {
+	// Time is the number of passes. Default 2.
+	Time int `yaml:"time"`
+	// MemoryKiB is the memory per hash in KiB. Default 19456 (19 MiB).
+	MemoryKiB int `yaml:"memory_kib"`
+	// Threads is the parallelism. Default 1.
+	Threads int `yaml:"threads"`
 }

@@ -54,6 +54,8 @@ func (c *Config) validate() problems {
 	c.Sync.validate(&p, c.Upstream.BaseDN)
 	c.Import.validate(&p)
 	c.HTTP.validate(&p)
+	c.Lockout.validate(&p)
+	c.Offline.validate(&p)
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
 		p.addf("log.level", "%q is not a level: use debug, info, warn or error", c.Log.Level)
 	}
