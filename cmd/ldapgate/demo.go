@@ -71,6 +71,7 @@ and serves until Ctrl-C. Everything it creates is removed when it stops.`,
 					servers = append(servers, configs.Server{URL: dc.URL(), ServerName: dc.HostName()})
 				}
 				cfg := demoConfig(*listen, servers, caFile)
+				cfg.Sync.DataDir = filepath.Join(tmp, "data") // the view and the import go with the demo
 				if err := cfg.Validate(); err != nil {
 					return err
 				}

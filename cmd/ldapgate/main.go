@@ -31,6 +31,7 @@ against Azure AD Domain Services, which only answers LDAPS. Each command
 below has its own options: run 'ldapgate help COMMAND' to read them.`,
 		subcommands: []*command{
 			serveCommand(),
+			syncCommand(),
 			demoCommand(),
 			certsCommand(),
 			versionCommand(),

@@ -28,8 +28,13 @@ with plain LDAP (or LDAPS/StartTLS when configured); ldapgate maps the login
 the service account, and forwards the bind over verified LDAPS to the first
 healthy domain controller. SIGHUP reloads the listener certificate.
 
+With sync.enabled (the default) it also keeps the directory view in
+<sync.data_dir> and runs the user import every sync.interval, like
+'ldapgate sync' does once.
+
 A shutdown stops accepting, lets in-flight binds finish within
-listen.shutdown_timeout and closes the upstream connections.`,
+listen.shutdown_timeout, stops the sync loop and closes the upstream
+connections.`,
 		setup: func(fs *flag.FlagSet) runFunc {
 			path := fs.String("config", "", "read the configuration from `FILE`")
 			var lf logFlags
@@ -65,6 +70,12 @@ func serve(ctx context.Context, cfg *configs.Config, log *zap.Logger) error {
 		return fmt.Errorf("upstream: %w", err)
 	}
 	defer func() { _ = cluster.Close() }()
+
+	// The directory view and the user import ("automate"), beside the
+	// listener: see startSync in sync.go. Stopped after the listener.
+	syncSvc := startSync(ctx, cfg, cluster, log)
+	defer syncSvc.stop()
+
 	auth, err := proxy.NewAuth(*cfg, cluster, log)
 	if err != nil {
 		return err
