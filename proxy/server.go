@@ -59,6 +59,7 @@ type ServerOption func(*serverOptions)
 type serverOptions struct {
 	tls     *tls.Config
 	version string
+	search  *searchSetup
 }
 
 // WithTLSConfig serves LDAPS and StartTLS with c instead of loading the
@@ -83,6 +84,7 @@ type Server struct {
 	certs   *certs.Reloader // nil with WithTLSConfig or without TLS
 	version string
 	guard   *guard.Guard
+	srch    *searcher // nil without WithSearch: searches other than the rootDSE get 50
 
 	// ctx is the parent of every handler's context; cancelled when Shutdown
 	// gives up waiting for in-flight requests.
@@ -115,27 +117,79 @@ type connState struct {
 	log  *zap.Logger // carries client and conn_id
 
 	mu sync.Mutex
-	dn string // bound identity; "" anonymous
+	id boundIdentity
+	// rightsDN and rightsOK cache whether id.dn may search (see
+	// searcher.mayRead); valid while rightsDN == id.dn.
+	rightsDN string
+	rightsOK bool
+
+	pages connPages // open paged searches (paging.go)
+}
+
+// boundIdentity is who is bound on a connection.
+type boundIdentity struct {
+	// dn is the canonical DN bound; "" when anonymous or bound as the proxy
+	// user through its local secret with a proxy_user that is not a DN.
+	dn string
+	// localProxy is set when the proxy user bound with its local secret.
+	localProxy bool
+	// login is the proxy user's name for such a bind, for logs.
+	login string
+}
+
+// name is the identity for a log line.
+func (b boundIdentity) name() string {
+	if b.dn == "" && b.localProxy {
+		return b.login
+	}
+	return b.dn
 }
 
 func (c *connState) client() Client {
 	return Client{Addr: c.sess.RemoteAddr(), ConnID: int(c.sess.ID()), TLS: c.sess.TLS()}
 }
 
-// setDN records the identity bound on the connection, for WhoAmI (answered by
-// the guard) and for search authorisation.
-func (c *connState) setDN(dn string) {
+// setDN records a DN bound on the connection by the bind path, for WhoAmI
+// (answered by the guard) and for search authorisation.
+func (c *connState) setDN(dn string) { c.setIdentity(boundIdentity{dn: dn}) }
+
+// setIdentity records who is bound on the connection; search rights are
+// decided again for the new identity.
+func (c *connState) setIdentity(id boundIdentity) {
 	c.mu.Lock()
-	c.dn = dn
+	c.id = id
+	c.rightsDN, c.rightsOK = "", false
 	c.mu.Unlock()
-	c.sess.SetIdentity(dn)
+	c.sess.SetIdentity(id.dn)
 }
 
-// boundDN returns the identity bound on the connection, "" when anonymous.
-func (c *connState) boundDN() string {
+// identity returns who is bound on the connection.
+func (c *connState) identity() boundIdentity {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.dn
+	return c.id
+}
+
+// boundDN returns the DN bound on the connection, "" when anonymous.
+func (c *connState) boundDN() string { return c.identity().dn }
+
+// cachedRights returns the remembered search-rights decision for dn.
+func (c *connState) cachedRights(dn string) (ok, known bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.rightsDN == "" || c.rightsDN != c.id.dn || c.rightsDN != dn {
+		return false, false
+	}
+	return c.rightsOK, true
+}
+
+// cacheRights remembers the search-rights decision for dn while it stays bound.
+func (c *connState) cacheRights(dn string, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.id.dn == dn {
+		c.rightsDN, c.rightsOK = dn, ok
+	}
 }
 
 // NewServer builds the listener. Zero fields of cfg take the defaults of
@@ -185,6 +239,11 @@ func NewServer(cfg configs.Listen, baseDN string, auth Authenticator, log *zap.L
 		return nil, fmt.Errorf("connection guard: %w", err)
 	}
 	s.guard = g
+	if o.search != nil {
+		if s.srch, err = newSearcher(o.search, log); err != nil {
+			return nil, fmt.Errorf("search: %w", err)
+		}
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }
@@ -310,7 +369,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.cancel()
 	s.mu.Lock()
 	backends := s.backends
+	var states []*connState
+	for _, st := range s.conns {
+		states = append(states, st)
+	}
 	s.mu.Unlock()
+	if s.srch != nil {
+		for _, st := range states {
+			s.srch.endAll(st, "shutdown", true)
+		}
+	}
 	stopped := make(chan struct{})
 	go func() {
 		for _, b := range backends {
@@ -499,10 +567,16 @@ func (s *Server) state(k connKey) *connState {
 	return s.conns[k]
 }
 
+// forget drops a connection's state when gldap closes it, and ends its paged
+// searches.
 func (s *Server) forget(k connKey) {
 	s.mu.Lock()
+	st := s.conns[k]
 	delete(s.conns, k)
 	s.mu.Unlock()
+	if st != nil && s.srch != nil {
+		s.srch.endAll(st, "disconnect", true)
+	}
 }
 
 // acquire takes an in-flight slot without waiting.
@@ -573,8 +647,19 @@ func (s *Server) bindHandler(gen uint64) gldap.HandlerFunc {
 			return
 		}
 		// RFC 4513 section 5.1: the connection is anonymous while a bind is in
-		// progress and stays so if it fails.
+		// progress and stays so if it fails; RFC 4511 section 4.2.1: a bind
+		// abandons what is outstanding, paged searches included.
 		st.setDN("")
+		if s.srch != nil {
+			s.srch.endAll(st, "rebind", false)
+			if out, ok := s.srch.localBind(st.client(), m.UserName, string(m.Password)); ok {
+				if out.Code == codeSuccess {
+					st.setIdentity(boundIdentity{dn: out.DN, localProxy: true, login: s.srch.proxy.login.Value})
+				}
+				_ = w.Write(bindResponse(r, out.Code, out.Diagnostic))
+				return
+			}
+		}
 		if !s.acquire() {
 			st.log.Warn("bind refused: too many requests in flight", zap.Int("max_in_flight", s.cfg.MaxInFlight))
 			_ = w.Write(bindResponse(r, codeBusy, DiagBusy))
@@ -653,8 +738,11 @@ func (s *Server) search(w *gldap.ResponseWriter, r *gldap.Request, st *connState
 	if isRootDSE(m) {
 		return s.writeRootDSE(w, r, m)
 	}
-	st.log.Debug("search refused", zap.String("base", m.BaseDN), zap.Bool("bound", st.boundDN() != ""))
-	return searchDone(r, codeInsufficientAccessRights, diagSearchRefused)
+	if s.srch == nil {
+		st.log.Debug("search refused: searches are not configured", zap.String("base", logSafe(m.BaseDN)), zap.Bool("bound", st.boundDN() != ""))
+		return searchDone(r, codeInsufficientAccessRights, diagSearchRefused)
+	}
+	return s.srch.serve(s.ctx, w, r, m, st)
 }
 
 func searchDone(r *gldap.Request, code int, diag string) *gldap.SearchResponseDone {
