@@ -67,9 +67,12 @@ func TestGatewayLdapUtilsAgainstTheRealBinary(t *testing.T) {
 		adCode, reason string
 		// goLDAP sends the bind with go-ldap: ldap-utils cannot put a NUL in -D.
 		goLDAP bool
+		// wrong: a wrong password of its own for each tool, so that neither is
+		// the same wrong password again (which a negative cache may answer).
+		wrong bool
 	}{
-		{name: "jdoe with a wrong password", login: "jdoe", password: wrongPassword("jdoe-via-ldap-utils"), adCode: "52e", reason: "ad_refused"},
-		{name: "an unknown user", login: "nosuchuser", password: wrongPassword("nosuchuser-via-ldap-utils"), reason: "unknown_user"},
+		{name: "jdoe with a wrong password", login: "jdoe", wrong: true, adCode: "52e", reason: "ad_refused"},
+		{name: "an unknown user", login: "nosuchuser", wrong: true, reason: "unknown_user"},
 		{name: "disabled cwhite with its password", login: "cwhite", password: testbed.CWhite.Password, adCode: "533", reason: "ad_refused"},
 		{name: "dmust, who must change its password, with its password", login: "dmust", password: testbed.DMust.Password, adCode: "773", reason: "ad_refused"},
 		{name: "expired account eexpired with its password", login: "eexpired", password: testbed.EExpired.Password, adCode: "701", reason: "ad_refused"},
@@ -96,7 +99,11 @@ func TestGatewayLdapUtilsAgainstTheRealBinary(t *testing.T) {
 				binds = 1
 			} else {
 				for _, tool := range []string{"ldapsearch", "ldapwhoami"} {
-					r := runTool(t, tool, gw.addr, c.login, c.password)
+					password := c.password
+					if c.wrong {
+						password = wrongPassword(c.login + "-via-" + tool)
+					}
+					r := runTool(t, tool, gw.addr, c.login, password)
 					if r.exit != ldap.LDAPResultInvalidCredentials || !strings.Contains(r.stderr, "Invalid credentials (49)") {
 						t.Errorf("%s -D %q: exit %d, want 49 and \"Invalid credentials (49)\"\nstdout: %s\nstderr: %s", tool, logName(c.login), r.exit, r.stdout, r.stderr)
 					}
