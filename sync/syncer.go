@@ -371,6 +371,8 @@ func (s *Syncer) logResult(r Result) {
 		fields = append(fields, zap.Error(r.Err))
 	}
 	switch {
+	case errors.Is(r.Err, context.Canceled):
+		s.log.Info("sync interrupted", fields...) // shutdown: nothing was applied
 	case r.Outcome == OutcomeFailed || errors.Is(r.Err, ErrImport):
 		s.log.Error("sync", fields...)
 	case r.Outcome == OutcomeSourceError || r.Outcome == OutcomeSuspiciousEmpty || r.Outcome == OutcomeHeld:
