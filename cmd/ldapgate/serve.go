@@ -81,7 +81,8 @@ func serve(ctx context.Context, cfg *configs.Config, log *zap.Logger) error {
 		return err
 	}
 	info, _ := debug.ReadBuildInfo()
-	srv, err := proxy.NewServer(cfg.Listen, cfg.Upstream.BaseDN, auth, log, proxy.WithVendorVersion(buildVersion(version, info)))
+	srv, err := proxy.NewServer(cfg.Listen, cfg.Upstream.BaseDN, auth, log, proxy.WithVendorVersion(buildVersion(version, info)),
+		proxy.WithSearch(*cfg, cluster))
 	if err != nil {
 		return err
 	}
