@@ -74,7 +74,7 @@ to start.`,
 				}
 				defer func() { _ = log.Sync() }()
 				for _, w := range cfg.Warnings() {
-					log.Warn("config: " + w)
+					log.Warn(w) // each warning already starts with "config: "
 				}
 				ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 				defer stop()
