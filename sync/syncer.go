@@ -193,6 +193,12 @@ func (s *Syncer) run(ctx context.Context, o Options) Result {
 	}
 	snap := s.view.snapshot()
 	r.Entries = len(snap.byGUID) + len(r.Added) - len(r.Removed)
+	if r.Entries > s.cfg.MaxEntries {
+		// A full sync stops reading past the limit; an incremental one can
+		// only find out here.
+		err := fmt.Errorf("%w: the view would hold %d, the most is %d", ErrTooManyEntries, r.Entries, s.cfg.MaxEntries)
+		return s.fail(r, err)
+	}
 	if r.Entries == 0 && len(snap.byGUID) > 0 && !o.ConfirmDeletions {
 		r.Entries = len(snap.byGUID)
 		r.Outcome = OutcomeSuspiciousEmpty

@@ -441,6 +441,13 @@ func TestFailedSyncKeepsTheViewByteForByte(t *testing.T) {
 			outcome: OutcomeSourceError, is: context.DeadlineExceeded,
 		},
 		{
+			name: "an incremental sync that would grow the view past sync.max_entries", full: false,
+			fault: func(t *testing.T, h *harness, p *faultproxy.Proxy) {
+				h.syncer.cfg.MaxEntries = h.view.Len()
+			},
+			outcome: OutcomeFailed, is: ErrTooManyEntries,
+		},
+		{
 			name: "more users in scope than sync.max_entries", full: true,
 			fault: func(t *testing.T, h *harness, p *faultproxy.Proxy) {
 				h.syncer.cfg.MaxEntries = h.view.Len()

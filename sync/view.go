@@ -19,8 +19,11 @@ import (
 // atomically, so a reader sees either the whole previous view or the whole new
 // one. Opening the store loads the last applied view at once, before any sync.
 //
-// The entries a View returns share their Attrs with the snapshot: treat them
-// as read-only. A View is safe for concurrent use.
+// The view holds the entries sync.filter selects (users), keyed by
+// objectGUID; groups are not stored: an entry's memberOf holds the group DNs AD
+// returned (direct memberships), and nested membership is what AD evaluated for
+// the filter (IN_CHAIN). The entries a View returns share their Attrs with the
+// snapshot: treat them as read-only. A View is safe for concurrent use.
 type View struct {
 	store      *store
 	staleAfter time.Duration
