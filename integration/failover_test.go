@@ -159,6 +159,9 @@ func TestGatewayFailover(t *testing.T) {
 		// op_timeout. Binds after it must reach dc2 once breaker.failures failures
 		// opened dc1's breaker.
 		r.bindUntilSuccess(t, foFailures, "dc1 blackholed")
+		if n := r.gw.stats(1).Binds; n != 1 {
+			t.Errorf("dc2 received %d binds, want 1, the one that succeeded: a bind written to dc1 must not be sent to dc2 too\n%s", n, r.describe())
+		}
 		r.bindUntilBreakerOpen(t, foFailures, "dc1 blackholed")
 
 		before := r.gw.cluster.Stats()
