@@ -61,7 +61,7 @@ type attempt struct {
 	dur     time.Duration
 	// skipped: the breaker refused the request (it opened meanwhile).
 	skipped bool
-	// uncounted: the caller's context ended; the breaker does not count it.
+	// uncounted: the caller cancelled; the breaker does not count it.
 	uncounted bool
 	// kept is the connection op's keep hook asked to keep: taken out of the
 	// pool, now owned by the caller (see doKeeping).
@@ -95,7 +95,11 @@ func (d *dc) doKeeping(ctx context.Context, p *pool, op func(*ldap.Conn) error, 
 	start := time.Now()
 	a := d.doConn(ctx, p, op, keep)
 	a.dur = time.Since(start)
-	if a.err != nil && ctx.Err() != nil && classify(a.err) != answered {
+	// Only a caller who left (client gone, shutdown) is not the DC's fault. A
+	// deadline that expired while the DC said nothing is: the bind path's whole
+	// budget is op_timeout, so a hung DC always ends on the caller's deadline
+	// and would otherwise never open its breaker.
+	if a.err != nil && errors.Is(ctx.Err(), context.Canceled) && classify(a.err) != answered {
 		a.uncounted = true
 	}
 	d.finish(done, start, a)
