@@ -809,10 +809,9 @@ func lockHLockedOut(t *testing.T) {
 	}
 }
 
-// badPwdCountOf reads the account's badPwdCount on one DC. Unlike badPwdCount
-// (testbed_test.go) it takes a missing attribute for 0: a Samba DC writes
-// badPwdCount only once it has counted a bad password for the account, and a
-// good bind on a count of 0 writes nothing.
+// badPwdCountOf reads the account's badPwdCount on one DC (per DC: not
+// replicated). Samba leaves the attribute out until it has counted a bad
+// password on that DC, which reads as 0.
 func badPwdCountOf(t *testing.T, conn *ldap.Conn, dn string) int {
 	t.Helper()
 	res, err := conn.Search(ldap.NewSearchRequest(dn, ldap.ScopeBaseObject, ldap.NeverDerefAliases,

@@ -13,7 +13,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"regexp"
-	"strconv"
 	"testing"
 	"time"
 	"unicode/utf16"
@@ -131,31 +130,17 @@ func TestTestbedBJonesCountsBadPasswordsOnEachDC(t *testing.T) {
 			if got := bindResult(t, d, testbed.BJones.DN(), "not-his-password"); got != "52e" {
 				t.Fatalf("wrong password for bjones: got %s, want 49 data 52e", describe(got))
 			}
-			if n := badPwdCount(t, admin, testbed.BJones.DN()); n < 1 {
+			if n := badPwdCountOf(t, admin, testbed.BJones.DN()); n < 1 {
 				t.Errorf("badPwdCount of bjones on %s after a bad bind = %d, want >= 1 (his PSO has a lockout threshold)", d.name, n)
 			}
 			if got := bindResult(t, d, testbed.BJones.DN(), testbed.BJones.Password); got != "" {
 				t.Fatalf("bjones with his password: got %s, want success", describe(got))
 			}
-			if n := badPwdCount(t, admin, testbed.BJones.DN()); n != 0 {
+			if n := badPwdCountOf(t, admin, testbed.BJones.DN()); n != 0 {
 				t.Errorf("badPwdCount of bjones on %s after a good bind = %d, want 0", d.name, n)
 			}
 		})
 	}
-}
-
-func badPwdCount(t *testing.T, conn *ldap.Conn, dn string) int {
-	t.Helper()
-	res, err := conn.Search(ldap.NewSearchRequest(dn, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
-		1, 10, false, "(objectClass=user)", []string{"badPwdCount"}, nil))
-	if err != nil || len(res.Entries) != 1 {
-		t.Fatalf("read badPwdCount of %s: %v", dn, err)
-	}
-	n, err := strconv.Atoi(res.Entries[0].GetAttributeValue("badPwdCount"))
-	if err != nil {
-		t.Fatalf("badPwdCount of %s: %v", dn, err)
-	}
-	return n
 }
 
 // unicodePwd is how AD takes a password: the quoted string in UTF-16LE.
