@@ -21,8 +21,10 @@ func auditLogger(log *zap.Logger) *zap.Logger {
 }
 
 // record writes the audit line of one bind decision. Refusals are Info (a
-// wrong password is not the gateway's error); outages are Warn. The password
-// is not a parameter: it cannot get here.
+// wrong password is not the gateway's error), the local ones of the lockout
+// guard included; outages, rate limiting and every decision of the offline
+// credential cache (offline: true) are Warn: an admin must see that binds were
+// accepted without AD. The password is not a parameter: it cannot get here.
 func (a *Auth) record(c Client, name string, d Decision) {
 	fields := []zap.Field{
 		zap.String("client", c.Addr),
@@ -35,13 +37,15 @@ func (a *Auth) record(c Client, name string, d Decision) {
 		zap.String("dc", d.DC),
 		zap.Duration("dur", d.Dur),
 		zap.Bool("cache_hit", d.CacheHit),
+		zap.Bool("offline", d.Offline),
 	}
 	if d.Err != nil {
 		// Errors can quote directory answers; escape them like the login.
 		fields = append(fields, zap.String("error", logSafe(d.Err.Error())))
 	}
 	level := zapcore.InfoLevel
-	if d.Reason == ReasonUnavailable || d.Reason == ReasonBusy {
+	switch {
+	case d.Offline, d.Reason == ReasonUnavailable, d.Reason == ReasonBusy, d.Reason == ReasonRateLimited:
 		level = zapcore.WarnLevel
 	}
 	a.audit.Log(level, "bind", fields...)

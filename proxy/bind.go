@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
@@ -35,10 +36,11 @@ type authOptions struct {
 	view    View
 	now     func() time.Time
 	timeout time.Duration
+	sleep   Sleeper
 }
 
 func buildOptions(opts []AuthOption) authOptions {
-	o := authOptions{now: time.Now}
+	o := authOptions{now: time.Now, sleep: sleepContext}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -63,22 +65,30 @@ func WithClock(now func() time.Time) AuthOption {
 func WithTimeout(d time.Duration) AuthOption { return func(o *authOptions) { o.timeout = d } }
 
 // Auth is the bind path: it parses the bind name, resolves it to the user's
-// DN and forwards exactly one bind upstream. It implements Authenticator and is
-// safe for concurrent use.
+// DN and forwards exactly one bind upstream, behind the lockout guard
+// (lockout.*), with the offline credential cache (offline.*) for outages. It
+// implements Authenticator and is safe for concurrent use; Close ends it.
 type Auth struct {
-	resolver *Resolver
-	binder   Binder
-	netbios  string
-	timeout  time.Duration
-	now      func() time.Time
-	audit    *zap.Logger
+	resolver   *Resolver
+	binder     Binder
+	netbios    string
+	timeout    time.Duration
+	now        func() time.Time
+	sleep      Sleeper
+	minFailure time.Duration
+	guard      *lockoutGuard
+	offline    *offlineCache
+	audit      *zap.Logger
+
+	negativeHits, budgetRefusals, rateLimited atomic.Uint64
 }
 
 var _ Authenticator = (*Auth)(nil)
 
 // NewAuth builds the bind path from the configuration (cfg.Upstream for the
-// directory layout and the timeout, cfg.Cache.DN for the DN cache), the
-// upstream directory and the process logger.
+// directory layout and the timeout, cfg.Cache.DN for the DN cache, cfg.Lockout
+// for the lockout guard, cfg.Offline for the offline credential cache, whose
+// file it loads), the upstream directory and the process logger.
 func NewAuth(cfg configs.Config, dir Directory, log *zap.Logger, opts ...AuthOption) (*Auth, error) {
 	if dir == nil {
 		return nil, errors.New("new auth: nil directory")
@@ -98,14 +108,69 @@ func NewAuth(cfg configs.Config, dir Directory, log *zap.Logger, opts ...AuthOpt
 	if timeout <= 0 {
 		timeout = configs.Default().Upstream.OpTimeout
 	}
+	guard, err := newLockoutGuard(cfg.Lockout)
+	if err != nil {
+		return nil, fmt.Errorf("new auth: %w", err)
+	}
+	offline, err := newOfflineCache(cfg.Offline, o.now, log)
+	if err != nil {
+		return nil, fmt.Errorf("new auth: %w", err)
+	}
 	return &Auth{
-		resolver: r,
-		binder:   dir,
-		netbios:  cfg.Upstream.NetBIOSDomain,
-		timeout:  timeout,
-		now:      o.now,
-		audit:    auditLogger(log),
+		resolver:   r,
+		binder:     dir,
+		netbios:    cfg.Upstream.NetBIOSDomain,
+		timeout:    timeout,
+		now:        o.now,
+		sleep:      o.sleep,
+		minFailure: max(cfg.Lockout.MinFailureLatency, 0),
+		guard:      guard,
+		offline:    offline,
+		audit:      auditLogger(log),
 	}, nil
+}
+
+// Close writes the offline credential file (offline.file) one last time and
+// stops its writer. Binds after Close still work; their changes to the
+// offline cache are not written.
+func (a *Auth) Close() error {
+	a.offline.close()
+	return nil
+}
+
+// ForgetUser drops what the gateway keeps about the account with this DN (any
+// spelling; AD compares DNs ignoring case): its offline credential and the
+// wrong passwords the negative cache remembers (its password may have changed,
+// and an old wrong one may be the new right one). The wrong-password count of
+// the budget stays, as AD's badPwdCount does. The sync loop calls it when
+// pwdLastSet, userAccountControl or lockoutTime of a user changes or the user
+// leaves the view (the view's Entry has the DN).
+func (a *Auth) ForgetUser(dn string) {
+	a.offline.forget(dn)
+	a.guard.forgetPasswords(userKey(dn))
+}
+
+// GuardStats counts the decisions of the lockout guard and the offline cache.
+type GuardStats struct {
+	// NegativeHits is the binds answered 49 from the negative cache.
+	NegativeHits uint64
+	// BudgetRefusals is the binds answered 49 because the account's budget of
+	// wrong passwords was used up.
+	BudgetRefusals uint64
+	// RateLimited is the binds answered 51 by the per-client rate limit.
+	RateLimited uint64
+	// Offline is the offline credential cache's counts.
+	Offline OfflineStats
+}
+
+// GuardStats returns the counts so far.
+func (a *Auth) GuardStats() GuardStats {
+	return GuardStats{
+		NegativeHits:   a.negativeHits.Load(),
+		BudgetRefusals: a.budgetRefusals.Load(),
+		RateLimited:    a.rateLimited.Load(),
+		Offline:        a.offline.stats(),
+	}
 }
 
 // Decision is a bind's outcome with the reasons behind it, which the client
@@ -123,7 +188,11 @@ type Decision struct {
 	DC string
 	// CacheHit is true when the user's DN came from the DN cache.
 	CacheHit bool
-	// Dur is how long the decision took.
+	// Offline is true when no DC could be reached and the offline credential
+	// cache decided.
+	Offline bool
+	// Dur is how long the decision took, without the wait that
+	// lockout.min_failure_latency adds to a refusal.
 	Dur time.Duration
 	// Err is the error behind a refusal, for the log.
 	Err error
@@ -140,19 +209,30 @@ func (a *Auth) Bind(ctx context.Context, c Client, name, password string) BindOu
 //   - empty name with a password, or a name with an empty or whitespace-only
 //     password: 49, no upstream traffic (AD would take the latter for an
 //     anonymous bind and answer success);
-//   - otherwise the name is parsed and resolved to one user's DN, and exactly
-//     one bind with that DN goes upstream.
+//   - a client address past its rate of failed binds: 51, no traffic;
+//   - otherwise the name is parsed and resolved to one user's DN; the same
+//     wrong password again (negative cache) or an account past its budget of
+//     wrong passwords is 49 without traffic; else exactly one bind with that
+//     DN goes upstream;
+//   - when no DC can be reached and the offline cache is on, the offline
+//     credential decides (0, 49, or 52 past offline.max_failures); without
+//     one the outage is 52.
 //
-// Every refusal gets the same diagnostic text; outages are 52 or 51 (Classify).
+// Every refusal gets the same diagnostic text, and every 49 is sent no sooner
+// than lockout.min_failure_latency after the request arrived; outages are 52
+// or 51 (Classify).
 func (a *Auth) Decide(ctx context.Context, c Client, name, password string) Decision {
 	start := a.now()
-	d := a.decide(ctx, name, password)
+	d := a.decide(ctx, c, name, password, start)
 	d.Dur = a.now().Sub(start)
 	a.record(c, name, d)
+	a.holdFailure(ctx, start, d.Code)
 	return d
 }
 
-func (a *Auth) decide(ctx context.Context, name, password string) Decision {
+// decide decides; start is the request's time, which the lockout guard and
+// the offline cache use instead of reading the clock again.
+func (a *Auth) decide(ctx context.Context, c Client, name, password string, start time.Time) Decision {
 	switch {
 	case name == "" && password == "":
 		return Decision{Reason: ReasonAnonymous}
@@ -168,8 +248,47 @@ func (a *Auth) decide(ctx context.Context, name, password string) Decision {
 	ctx, cancel := context.WithTimeout(ctx, a.timeout)
 	defer cancel()
 
+	lim, err := a.guard.checkClient(c.Addr, start)
+	if err != nil {
+		a.rateLimited.Add(1)
+		return refusal(Decision{}, err)
+	}
+	d := a.decideAccount(ctx, login, password, start)
+	switch d.Reason {
+	case ReasonNegativeCache:
+		a.negativeHits.Add(1)
+	case ReasonUserBudget:
+		a.budgetRefusals.Add(1)
+	}
+	if countsAgainstClient(d.Reason) {
+		clientFailed(lim, start)
+	}
+	return d
+}
+
+// countsAgainstClient says which decisions use up the client's rate of failed
+// binds: refusals of a login that was looked up. Refusals decided from the
+// bind request alone (empty password, malformed name, a DN outside the base)
+// cost nothing upstream and guess nothing; outages are not the client's doing.
+func countsAgainstClient(r Reason) bool {
+	switch r {
+	case ReasonADRefused, ReasonUnknownUser, ReasonAmbiguous, ReasonNegativeCache, ReasonUserBudget, ReasonOfflineFailed:
+		return true
+	}
+	return false
+}
+
+// decideAccount resolves the login and binds, behind the lockout guard.
+func (a *Auth) decideAccount(ctx context.Context, login Login, password string, start time.Time) Decision {
 	res, err := a.resolver.Resolve(ctx, login)
 	d := Decision{User: res.DN, CacheHit: res.From == SourceCache}
+	if err != nil {
+		if a.offline != nil && unreachable(err) {
+			return a.decideOffline(ctx, login, "", password, d, err, start)
+		}
+		return refusal(d, err)
+	}
+	ticket, err := a.guard.admit(ctx, userKey(res.DN), password, start)
 	if err != nil {
 		return refusal(d, err)
 	}
@@ -179,11 +298,81 @@ func (a *Auth) decide(ctx context.Context, name, password string) Decision {
 		if res.From != SourceSearch && dnMayBeStale(err) {
 			a.resolver.Invalidate(login.Key)
 		}
+		if code, ok := adAnswer(err); ok {
+			// AD refused the account: its offline credential is gone whatever
+			// the reason (wrong password, disabled, locked, expired, …).
+			a.offline.answered()
+			a.offline.forget(res.DN)
+			if wrongPasswordCode(code, adCode(err)) {
+				ticket.wrongPassword(start)
+			} else {
+				ticket.other()
+			}
+		} else {
+			ticket.other()
+			if a.offline != nil && unreachable(err) {
+				return a.decideOffline(ctx, login, res.DN, password, d, fmt.Errorf("upstream bind: %w", err), start)
+			}
+		}
 		return refusal(d, fmt.Errorf("upstream bind: %w", err))
 	}
+	ticket.succeeded()
+	a.offline.remember(login.Key, res.DN, password, start)
 	d.Reason = ReasonOK
 	d.DN = res.DN
 	return d
+}
+
+// decideOffline decides a bind from the offline credential cache while no DC
+// can be reached (upErr says how). dn is the account's DN when the resolver
+// knew it; otherwise the login keys the cache remembers name the account. No
+// credential for the account, or one past offline.max_age: the outage stands.
+func (a *Auth) decideOffline(ctx context.Context, login Login, dn, password string, d Decision, upErr error, start time.Time) Decision {
+	dn, user, err := a.offline.lookup(login.Key, dn, start)
+	if err != nil {
+		return refusal(d, upErr)
+	}
+	d.User, d.Offline = dn, true
+	// The guard's refusals hold offline too: AD said no to this password, or
+	// the account used up its wrong passwords.
+	ticket, err := a.guard.admit(ctx, user, password, start)
+	if err != nil {
+		return refusal(d, err)
+	}
+	defer ticket.other() // nothing reached AD: its counts are unchanged
+	if err := a.offline.verify(ctx, user, password); err != nil {
+		if errors.Is(err, errNoOfflineEntry) {
+			return refusal(d, upErr)
+		}
+		return refusal(d, fmt.Errorf("offline: %w (upstream: %w)", err, upErr))
+	}
+	d.Reason = ReasonOffline
+	d.DN = dn
+	return d
+}
+
+// unreachable reports whether err means no DC could be reached or answer in
+// time: breakers open, transport failures, timeouts, a DC answering 51/52/80.
+// An answer from AD, the service account refused (a configuration error), a
+// busy pool and a client that went away are not.
+func unreachable(err error) bool {
+	if _, ok := adAnswer(err); ok || errors.Is(err, upstream.ErrServiceBind) ||
+		errors.Is(err, upstream.ErrBusy) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	return errors.Is(err, upstream.ErrNoHealthyUpstream) || errors.Is(err, upstream.ErrUnavailable) ||
+		errors.Is(err, context.DeadlineExceeded)
+}
+
+// adAnswer returns the result code of a DC's answer in err's chain: the
+// upstream package gives an *ldap.Error only for those (its own failures, code
+// 200 and up, are not answers).
+func adAnswer(err error) (int, bool) {
+	var le *ldap.Error
+	if errors.As(err, &le) && le.ResultCode < ldap.ErrorNetwork {
+		return int(le.ResultCode), true
+	}
+	return 0, false
 }
 
 // refusal fills in a refused decision from its error.

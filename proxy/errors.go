@@ -31,6 +31,22 @@ var (
 	// user (an error result such as insufficientAccessRights on the service
 	// account): the gateway cannot tell whether the user exists.
 	ErrLookupFailed = errors.New("user lookup failed")
+	// ErrNegativeCache means AD refused this account with this password within
+	// lockout.negative_ttl: the attempt is answered here, not sent again.
+	ErrNegativeCache = errors.New("same wrong password again")
+	// ErrUserBudget means the account used up lockout.user_budget distinct
+	// wrong passwords within lockout.user_window: every attempt, whatever the
+	// password, is answered here until the window has passed.
+	ErrUserBudget = errors.New("wrong-password budget of the account used up")
+	// ErrRateLimited means the client address made more failed binds than
+	// lockout.client_rate allows; its binds get 51 busy until the bucket refills.
+	ErrRateLimited = errors.New("too many failed binds from this client")
+	// ErrOfflineRefused means no DC could be reached and the password does not
+	// match the account's offline credential.
+	ErrOfflineRefused = errors.New("offline credential does not match")
+	// ErrOfflineLimit means no DC could be reached and the account has used up
+	// offline.max_failures wrong passwords in this outage: 52 until a DC answers.
+	ErrOfflineLimit = errors.New("offline failures of the account used up")
 )
 
 // Reason names why a bind got its result, for the audit log and metrics.
@@ -38,16 +54,22 @@ type Reason string
 
 // The reasons of Classify and Auth.Decide.
 const (
-	ReasonOK            Reason = "ok"             // AD accepted the bind
-	ReasonAnonymous     Reason = "anonymous"      // empty name and password
-	ReasonEmptyPassword Reason = "empty_password" // ErrEmptyPassword
-	ReasonInvalidLogin  Reason = "invalid_login"  // ErrInvalidLogin
-	ReasonUnknownUser   Reason = "unknown_user"   // ErrUserNotFound
-	ReasonAmbiguous     Reason = "ambiguous"      // ErrAmbiguous
-	ReasonOutsideBase   Reason = "outside_base"   // ErrOutsideBase
-	ReasonADRefused     Reason = "ad_refused"     // AD answered the bind with an error result
-	ReasonUnavailable   Reason = "unavailable"    // no DC could answer (52)
-	ReasonBusy          Reason = "busy"           // the gateway or the DC is shedding load (51)
+	ReasonOK            Reason = "ok"              // AD accepted the bind
+	ReasonAnonymous     Reason = "anonymous"       // empty name and password
+	ReasonEmptyPassword Reason = "empty_password"  // ErrEmptyPassword
+	ReasonInvalidLogin  Reason = "invalid_login"   // ErrInvalidLogin
+	ReasonUnknownUser   Reason = "unknown_user"    // ErrUserNotFound
+	ReasonAmbiguous     Reason = "ambiguous"       // ErrAmbiguous
+	ReasonOutsideBase   Reason = "outside_base"    // ErrOutsideBase
+	ReasonADRefused     Reason = "ad_refused"      // AD answered the bind with an error result
+	ReasonUnavailable   Reason = "unavailable"     // no DC could answer (52)
+	ReasonBusy          Reason = "busy"            // the gateway or the DC is shedding load (51)
+	ReasonNegativeCache Reason = "negative_cache"  // ErrNegativeCache (49, no upstream traffic)
+	ReasonUserBudget    Reason = "user_budget"     // ErrUserBudget (49, no upstream traffic)
+	ReasonRateLimited   Reason = "rate_limited"    // ErrRateLimited (51, no upstream traffic)
+	ReasonOffline       Reason = "offline"         // no DC reachable; the offline credential matched (0)
+	ReasonOfflineFailed Reason = "offline_refused" // ErrOfflineRefused (49)
+	ReasonOfflineLimit  Reason = "offline_limit"   // ErrOfflineLimit (52)
 )
 
 // Diagnostic texts sent to the client. Every refused bind gets the same text,
@@ -80,6 +102,16 @@ func Classify(err error) (code int, reason Reason) {
 		return ldap.LDAPResultInvalidCredentials, ReasonUnknownUser
 	case errors.Is(err, ErrAmbiguous):
 		return ldap.LDAPResultInvalidCredentials, ReasonAmbiguous
+	case errors.Is(err, ErrNegativeCache):
+		return ldap.LDAPResultInvalidCredentials, ReasonNegativeCache
+	case errors.Is(err, ErrUserBudget):
+		return ldap.LDAPResultInvalidCredentials, ReasonUserBudget
+	case errors.Is(err, ErrOfflineRefused):
+		return ldap.LDAPResultInvalidCredentials, ReasonOfflineFailed
+	case errors.Is(err, ErrRateLimited):
+		return ldap.LDAPResultBusy, ReasonRateLimited
+	case errors.Is(err, ErrOfflineLimit):
+		return ldap.LDAPResultUnavailable, ReasonOfflineLimit
 	case errors.Is(err, upstream.ErrBusy),
 		ldap.IsErrorAnyOf(err, ldap.LDAPResultBusy):
 		return ldap.LDAPResultBusy, ReasonBusy
