@@ -74,6 +74,11 @@ GROUPS = [
     dict(name="PBX-Users", description="Users the PBX imports", members=["CN=PBX-Admins," + USERS_OU]),
 ]
 
+# AD's "never" for an age (the most negative 64-bit interval). The test bed is kept for
+# months on developers' machines: with the domain default of 42 days every seeded
+# password would expire and turn each bind into 532.
+NEVER = str(-0x8000000000000000)
+
 # Fine-grained password policies, each applied to one user. Unlisted settings are
 # copied from the domain, as `samba-tool domain passwordsettings pso create` does;
 # the comments give that command's equivalent flags.
@@ -81,13 +86,15 @@ PSOS = [
     # --account-lockout-threshold=1000 --account-lockout-duration=10 --reset-account-lockout-after=10:
     # Samba counts badPwdCount only under a lockout threshold; this one never locks.
     dict(name="pso-bjones", precedence=10, applies_to="bjones",
-         settings={"msDS-LockoutThreshold": "1000",
+         settings={"msDS-MaximumPasswordAge": NEVER,
+                   "msDS-LockoutThreshold": "1000",
                    "msDS-LockoutDuration": str(-10 * MINUTE),
                    "msDS-LockoutObservationWindow": str(-10 * MINUTE)}),
     # --account-lockout-threshold=3 --account-lockout-duration=99999 --reset-account-lockout-after=99999:
     # three bad binds lock hlocked for about 69 days (up.sh re-locks it when needed).
     dict(name="pso-hlocked", precedence=11, applies_to="hlocked",
-         settings={"msDS-LockoutThreshold": "3",
+         settings={"msDS-MaximumPasswordAge": NEVER,
+                   "msDS-LockoutThreshold": "3",
                    "msDS-LockoutDuration": str(-99999 * MINUTE),
                    "msDS-LockoutObservationWindow": str(-99999 * MINUTE)}),
     # --max-pwd-age=2 --min-pwd-age=0: 2 days, because 1 means "never" to Samba; with
@@ -266,6 +273,12 @@ def ensure_pso(db, p):
         entry.update(p["settings"])
         db.add(entry)
         say("created PSO " + p["name"])
+    else:
+        cur = db.search(base=dn, scope=ldb.SCOPE_BASE, attrs=list(p["settings"]))[0]
+        for attr, value in p["settings"].items():
+            if str(cur.get(attr, [""])[0]) != value:
+                replace(db, dn, attr, value)
+                say("set %s of PSO %s" % (attr, p["name"]))
     if not exists(db, target):
         return  # gpwexpired: applied by the pwexpired step once the user exists
     res = db.search(base=dn, scope=ldb.SCOPE_BASE, attrs=["msDS-PSOAppliesTo"])
@@ -286,7 +299,16 @@ def check_placement(db, a):
     return True
 
 
+def ensure_domain_policy(db):
+    """Seeded passwords never expire by age (gpwexpired's own PSO still expires it)."""
+    d = db.search(base=BASE_DN, scope=ldb.SCOPE_BASE, attrs=["maxPwdAge"])[0]
+    if str(d["maxPwdAge"][0]) != NEVER:
+        replace(db, BASE_DN, "maxPwdAge", NEVER)
+        say("domain maxPwdAge set to never")
+
+
 def seed_accounts(db):
+    ensure_domain_policy(db)
     ensure_ou(db, USERS_OU, "Every synced user, as in AADDS")
     ensure_ou(db, LOAD_OU, "Bulk users for load tests")
     for g in GROUPS:
