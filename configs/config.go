@@ -212,8 +212,11 @@ type Search struct {
 	// ProxyUser is the PBX's proxy user (pascom's "proxy user"), as a DN, a UPN
 	// or DOMAIN\name: a successful bind as this account grants search rights
 	// on that connection. It is compared on the canonical identity (the DN AD
-	// returns for it), so every spelling of the account is the same user.
-	// Empty (the default) means upstream.bind_dn.
+	// returns for it), so every spelling of the account is the same user; it is
+	// looked up like a login (a UPN or name under upstream.user_base_dn, a DN
+	// anywhere under upstream.base_dn). With ProxyPassword it need not exist in
+	// AD, and its spellings are compared as typed (JDoe, AADDS\jdoe and
+	// jdoe@<domain> are one). Empty (the default) means upstream.bind_dn.
 	ProxyUser string `yaml:"proxy_user"`
 	// ProxyPassword, when set, is a local secret for ProxyUser: the proxy
 	// user's bind is checked against it here, in constant time, and never sent

@@ -284,6 +284,18 @@ func TestSearchRefusalsAndTheAllowList(t *testing.T) {
 		}
 	})
 
+	t.Run("the rootDSE names the served domain, the paging control and WhoAmI", func(t *testing.T) {
+		r := searchTool(t, "", "ldapsearch", "-x", "-LLL", "-H", url, "-s", "base", "-b", "", "(objectClass=*)", "+")
+		for _, want := range []string{
+			"namingContexts: " + testbed.BaseDN, "defaultNamingContext: " + testbed.BaseDN, "supportedLDAPVersion: 3",
+			"supportedControl: 1.2.840.113556.1.4.319", "supportedExtension: 1.3.6.1.4.1.4203.1.11.3", "vendorName: ldapgate",
+		} {
+			if !strings.Contains(r.stdout, want) {
+				t.Errorf("the rootDSE lacks %q (exit %d):\n%s%s", want, r.exit, r.stdout, r.stderr)
+			}
+		}
+	})
+
 	hidden := []string{"whenCreated", "pwdLastSet", "badPwdCount", "uSNChanged", "objectSid", "lockoutTime"}
 	t.Run("attributes off the allow-list are not returned even by name, though AD has them", func(t *testing.T) {
 		direct := syncLdapsearch(t, testbed.UsersDN, "(sAMAccountName=jdoe)", hidden)
