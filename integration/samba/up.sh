@@ -121,10 +121,31 @@ stop_system_samba() {
 
 file_digest() { sha256sum "$1" 2>/dev/null || echo missing; }
 
+# certs_still_good: the CA and the server certificate exist, chain to each other,
+# stay valid for another 30 days and name every DC host this script needs.
+certs_still_good() {
+	local f h
+	for f in ca.pem ca.key server.pem server.key; do
+		[[ -s $TLS_DIR/$f ]] || return 1
+	done
+	openssl verify -CAfile "$TLS_DIR/ca.pem" "$TLS_DIR/server.pem" >/dev/null 2>&1 || return 1
+	openssl x509 -checkend $((30 * 86400)) -noout -in "$TLS_DIR/server.pem" >/dev/null 2>&1 || return 1
+	for h in dc1.$DNS_DOMAIN dc2.$DNS_DOMAIN localhost; do
+		openssl x509 -noout -checkhost "$h" -in "$TLS_DIR/server.pem" 2>/dev/null | grep -q 'does match' || return 1
+	done
+	for h in 127.0.0.1 127.0.0.2; do
+		openssl x509 -noout -checkip "$h" -in "$TLS_DIR/server.pem" 2>/dev/null | grep -q 'does match' || return 1
+	done
+}
+
 make_certs() {
 	phase tls
 	command -v go >/dev/null || die "go is not in PATH: it runs 'ldapgate certs init'"
 	local before after out
+	if certs_still_good; then
+		# Nothing to make: skip compiling the CLI, so a second run stays quick.
+		return 0
+	fi
 	before=$(file_digest "$TLS_DIR/server.pem")
 	out=$(cd "$REPO_ROOT" && go run ./cmd/ldapgate certs init --dir "$TLS_DIR" \
 		--host dc1.$DNS_DOMAIN --host dc2.$DNS_DOMAIN --host "*.$DNS_DOMAIN" \
