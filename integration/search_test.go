@@ -493,3 +493,27 @@ func TestSearchWhenBothDCsAreDown(t *testing.T) {
 		})
 	}
 }
+
+func TestSearchReferencesAreNeitherChasedNorPassedOn(t *testing.T) {
+	// Served from the domain root, where Samba answers a subtree search with a
+	// reference to the Configuration partition as well as the entries.
+	gw := startProcGateway(t, "search-references", map[string]any{"search.base_dn": testbed.BaseDN})
+	args := []string{"-x", "-H", "ldap://" + gw.addr, "-D", testbed.Service.UPN(), "-w", testbed.Service.Password,
+		"-b", testbed.BaseDN, "(sAMAccountName=jdoe)", "dn"}
+	through := searchTool(t, "", "ldapsearch", args...)
+	if through.exit != 0 || !strings.Contains(through.stdout, "dn: "+testbed.JDoe.DN()) {
+		t.Fatalf("ldapsearch from the domain root through the gateway exited %d:\n%s%s", through.exit, through.stdout, through.stderr)
+	}
+	if strings.Contains(through.stdout, "ref:") || strings.Contains(through.stdout, "numReferences") {
+		t.Errorf("the gateway passed a search reference on:\n%s", through.stdout)
+	}
+	// The same search straight to dc1 gets the reference: the test measures
+	// something.
+	direct := exec.Command("ldapsearch", "-x", "-o", "nettimeout=10", "-H", testbed.DC1URL, "-D", testbed.Service.UPN(), "-w", testbed.Service.Password,
+		"-b", testbed.BaseDN, "(sAMAccountName=jdoe)", "dn")
+	direct.Env = append(os.Environ(), "LDAPTLS_CACERT="+testbed.CAFile(), "LDAPTLS_REQCERT=demand")
+	out, err := direct.Output()
+	if err != nil || !strings.Contains(string(out), "ref: ") {
+		t.Errorf("directly from dc1 the search gave no reference (%v):\n%s", err, out)
+	}
+}
