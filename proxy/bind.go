@@ -245,6 +245,7 @@ func (a *Auth) decide(ctx context.Context, c Client, name, password string, star
 	if err != nil {
 		return refusal(Decision{}, err)
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, a.timeout)
 	defer cancel()
 
@@ -253,7 +254,7 @@ func (a *Auth) decide(ctx context.Context, c Client, name, password string, star
 		a.rateLimited.Add(1)
 		return refusal(Decision{}, err)
 	}
-	d := a.decideAccount(ctx, login, password, start)
+	d := a.decideAccount(ctx, parent, login, password, start)
 	switch d.Reason {
 	case ReasonNegativeCache:
 		a.negativeHits.Add(1)
@@ -278,13 +279,16 @@ func countsAgainstClient(r Reason) bool {
 	return false
 }
 
-// decideAccount resolves the login and binds, behind the lockout guard.
-func (a *Auth) decideAccount(ctx context.Context, login Login, password string, start time.Time) Decision {
+// decideAccount resolves the login and binds, behind the lockout guard. ctx
+// bounds the upstream calls; parent is the request's own context, from which
+// an offline check gets a deadline of its own (the upstream calls may have
+// used up ctx's).
+func (a *Auth) decideAccount(ctx, parent context.Context, login Login, password string, start time.Time) Decision {
 	res, err := a.resolver.Resolve(ctx, login)
 	d := Decision{User: res.DN, CacheHit: res.From == SourceCache}
 	if err != nil {
 		if a.offline != nil && unreachable(err) {
-			return a.decideOffline(ctx, login, "", password, d, err, start)
+			return a.decideOffline(parent, login, "", password, d, err, start)
 		}
 		return refusal(d, err)
 	}
@@ -311,7 +315,7 @@ func (a *Auth) decideAccount(ctx context.Context, login Login, password string, 
 		} else {
 			ticket.other()
 			if a.offline != nil && unreachable(err) {
-				return a.decideOffline(ctx, login, res.DN, password, d, fmt.Errorf("upstream bind: %w", err), start)
+				return a.decideOffline(parent, login, res.DN, password, d, fmt.Errorf("upstream bind: %w", err), start)
 			}
 		}
 		return refusal(d, fmt.Errorf("upstream bind: %w", err))
@@ -327,11 +331,15 @@ func (a *Auth) decideAccount(ctx context.Context, login Login, password string, 
 // can be reached (upErr says how). dn is the account's DN when the resolver
 // knew it; otherwise the login keys the cache remembers name the account. No
 // credential for the account, or one past offline.max_age: the outage stands.
-func (a *Auth) decideOffline(ctx context.Context, login Login, dn, password string, d Decision, upErr error, start time.Time) Decision {
+// The check gets its own deadline of the bind's timeout from parent, so a bind
+// that waited out a hung DC is still decided offline rather than failed.
+func (a *Auth) decideOffline(parent context.Context, login Login, dn, password string, d Decision, upErr error, start time.Time) Decision {
 	dn, user, err := a.offline.lookup(login.Key, dn, start)
 	if err != nil {
 		return refusal(d, upErr)
 	}
+	ctx, cancel := context.WithTimeout(parent, a.timeout)
+	defer cancel()
 	d.User, d.Offline = dn, true
 	// The guard's refusals hold offline too: AD said no to this password, or
 	// the account used up its wrong passwords.

@@ -422,3 +422,16 @@ func TestOfflineAgainstTheSimulator(t *testing.T) {
 		wrong("jdoe", testbed.JDoe.Password, ReasonADRefused),
 		attempt{"jdoe", "N3w!Passw0rd", 0, ReasonOK})
 }
+
+func TestABindThatWaitedOutAHungDCIsStillDecidedOffline(t *testing.T) {
+	t.Parallel()
+	dir := newFakeDir()
+	a := newGuardAuth(t, dir, newTestClock(), withOffline(), WithTimeout(50*time.Millisecond))
+	run(t, a, authTestClient, attempt{"jdoe", testbed.JDoe.Password, 0, ReasonOK})
+	dir.mu.Lock()
+	dir.blockBind = true // the bind hangs until the bind's timeout
+	dir.mu.Unlock()
+	run(t, a, authTestClient,
+		attempt{"jdoe", testbed.JDoe.Password, 0, ReasonOffline},
+		wrong("jdoe", "Wr0ng-1", ReasonOfflineFailed))
+}
