@@ -115,6 +115,10 @@ func gatewayConfig(t *testing.T, changes map[string]any) []byte {
 		"log.level":               "debug",
 		"log.format":              "json",
 		"upstream.ca_file":        testbed.CAFile(),
+		// Every gateway of a run gets its own export port and view, so gateways
+		// started side by side never share a port or a view.db.
+		"http.address":  "127.0.0.1:0",
+		"sync.data_dir": t.TempDir(),
 	}
 	for _, m := range []map[string]any{base, changes} {
 		for key, v := range m {

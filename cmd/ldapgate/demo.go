@@ -27,6 +27,7 @@ gateway in front of them on --listen, prints commands to try with ldap-utils,
 and serves until Ctrl-C. Everything it creates is removed when it stops.`,
 		setup: func(fs *flag.FlagSet) runFunc {
 			listen := fs.String("listen", testbed.GatewayAddr, "serve plain LDAP on `ADDR`")
+			httpAddr := fs.String("http", configs.Default().HTTP.Address, "serve the CSV export on `ADDR` (empty: off)")
 			users := fs.Int("users", 0, "seed `N` bulk users user0000… besides the test bed's accounts")
 			var lf logFlags
 			lf.register(fs)
@@ -71,11 +72,12 @@ and serves until Ctrl-C. Everything it creates is removed when it stops.`,
 					servers = append(servers, configs.Server{URL: dc.URL(), ServerName: dc.HostName()})
 				}
 				cfg := demoConfig(*listen, servers, caFile)
+				cfg.HTTP.Address = *httpAddr
 				cfg.Sync.DataDir = filepath.Join(tmp, "data") // the view and the import go with the demo
 				if err := cfg.Validate(); err != nil {
 					return err
 				}
-				printDemoHelp(e.stdout, *listen, servers)
+				printDemoHelp(e.stdout, &cfg)
 				return serve(ctx, &cfg, log)
 			}
 		},
@@ -94,14 +96,17 @@ func demoConfig(listen string, servers []configs.Server, caFile string) configs.
 	cfg.Upstream.BaseDN = testbed.BaseDN
 	cfg.Upstream.UserBaseDN = testbed.UsersDN
 	cfg.Upstream.NetBIOSDomain = testbed.NetBIOS
+	// The import takes PBX-Users' members, nested groups included, as a pascom
+	// "AD User Sync" pre-filter would.
+	cfg.Sync.Filter = "(&(objectCategory=person)(objectClass=user)(memberOf:1.2.840.113556.1.4.1941:=" + testbed.PBXUsersDN + "))"
 	return cfg
 }
 
 // printDemoHelp tells the user what is running and what to try.
-func printDemoHelp(w io.Writer, listen string, servers []configs.Server) {
-	u := "ldap://" + listen
+func printDemoHelp(w io.Writer, cfg *configs.Config) {
+	u := "ldap://" + cfg.Listen.Address
 	fmt.Fprintf(w, "ldapgate demo: the gateway listens on %s in front of two simulated AADDS DCs:\n", u)
-	for _, s := range servers {
+	for _, s := range cfg.Upstream.Servers {
 		fmt.Fprintf(w, "  %s (%s)\n", s.URL, s.ServerName)
 	}
 	fmt.Fprintf(w, `
@@ -111,8 +116,10 @@ Try (ldap-utils):
   ldapwhoami -x -H %[1]s -D jdoe@aadds.example.test -w 'Passw0rd!jdoe'
   ldapwhoami -x -H %[1]s -D jdoe -w wrong          # 49 invalid credentials
   ldapwhoami -x -H %[1]s -D cwhite -w 'Passw0rd!cwhite'  # disabled: the same 49
-  ldapsearch -x -H %[1]s -D jdoe -w 'Passw0rd!jdoe' -s base -b '' namingContexts
-
-Press Ctrl-C to stop.
-`, u)
+  ldapsearch -x -H %[1]s -D svc-pbx@aadds.example.test -w 'Svc!Passw0rd-pbx' -b '%[2]s' '(sAMAccountName=jdoe)' dn
+`, u, testbed.UsersDN)
+	if cfg.HTTP.Address != "" {
+		fmt.Fprintf(w, "  curl http://%s/export/users.csv   # pascom's \"Users from CSV\" import\n", cfg.HTTP.Address)
+	}
+	fmt.Fprintln(w, "\nPress Ctrl-C to stop.")
 }

@@ -53,7 +53,7 @@ connections.`,
 				}
 				defer func() { _ = log.Sync() }()
 				for _, w := range cfg.Warnings() {
-					log.Warn("config: " + w)
+					log.Warn(w) // each warning already starts with "config: "
 				}
 				ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 				defer stop()
@@ -75,6 +75,11 @@ func serve(ctx context.Context, cfg *configs.Config, log *zap.Logger) error {
 	// listener: see startSync in sync.go. Stopped after the listener.
 	syncSvc := startSync(ctx, cfg, cluster, log)
 	defer syncSvc.stop()
+
+	web, err := startHTTP(cfg, syncSvc.importer, log)
+	if err != nil {
+		return fmt.Errorf("http.address: %w", err)
+	}
 
 	auth, err := proxy.NewAuth(*cfg, cluster, log)
 	if err != nil {
@@ -110,6 +115,7 @@ func serve(ctx context.Context, cfg *configs.Config, log *zap.Logger) error {
 			log.Info("shutting down")
 			sctx, cancel := context.WithTimeout(context.Background(), cfg.Listen.ShutdownTimeout)
 			defer cancel()
+			web.stop(sctx)
 			if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
 				return fmt.Errorf("shutdown: %w", err)
 			}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ldapgate/ldapgate/configs"
+	usersync "github.com/ldapgate/ldapgate/sync"
+)
+
+// httpService is the admin/export HTTP listener of serve.
+type httpService struct {
+	srv *http.Server
+	log *zap.Logger
+}
+
+// startHTTP serves cfg.HTTP.Address: GET /export/users.csv from the importer
+// the sync loop applies to (nil when the sync loop is off: 404). An empty
+// address starts nothing.
+func startHTTP(cfg *configs.Config, im *usersync.Importer, log *zap.Logger) (*httpService, error) {
+	if cfg.HTTP.Address == "" {
+		return nil, nil
+	}
+	log = log.Named("http")
+	mux := http.NewServeMux()
+	if im != nil {
+		mux.Handle(usersync.ExportPath, im.Handler())
+	} else {
+		mux.HandleFunc(usersync.ExportPath, func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "the user import is off (sync.enabled: false, or the sync loop could not start: see the log)", http.StatusNotFound)
+		})
+	}
+	l, err := net.Listen("tcp", cfg.HTTP.Address)
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          zap.NewStdLog(log),
+	}
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http listener stopped", zap.Error(err))
+		}
+	}()
+	if !isLoopbackAddr(cfg.HTTP.Address) && cfg.HTTP.BearerToken == "" && cfg.HTTP.BasicUser == "" {
+		log.Warn("the export listener is reachable from the network without authentication: set http.bearer_token or http.basic_user",
+			zap.String("listen", cfg.HTTP.Address))
+	}
+	log.Info("http listener started", zap.String("listen", l.Addr().String()))
+	return &httpService{srv: srv, log: log}, nil
+}
+
+// stop shuts the listener down within ctx.
+func (h *httpService) stop(ctx context.Context) {
+	if h == nil {
+		return
+	}
+	if err := h.srv.Shutdown(ctx); err != nil {
+		h.log.Warn("http listener shutdown", zap.Error(err))
+	}
+}
+
+// isLoopbackAddr reports whether a host:port listens on loopback only.
+func isLoopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
