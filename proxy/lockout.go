@@ -177,7 +177,9 @@ type userTicket struct {
 // admit decides whether an attempt for the account user with password may go
 // upstream: ErrNegativeCache or ErrUserBudget when it is answered here. When
 // the budget has room only for the attempts already in flight, it waits for
-// one of them to end, until ctx ends (then the error wraps upstream.ErrBusy).
+// one of them to end, until ctx ends: then the error wraps
+// upstream.ErrUnavailable (52), since attempts that outlive the bind's timeout
+// are hung at a DC that does not answer.
 //
 // now is the time of the request: the guard reads no clock of its own.
 func (g *lockoutGuard) admit(ctx context.Context, user, password string, now time.Time) (userTicket, error) {
@@ -219,7 +221,7 @@ func (g *lockoutGuard) admit(ctx context.Context, user, password string, now tim
 		select {
 		case <-wake:
 		case <-ctx.Done():
-			return userTicket{}, fmt.Errorf("wait for the account's attempts in flight: %w: %w", upstream.ErrBusy, ctx.Err())
+			return userTicket{}, fmt.Errorf("wait for the account's attempts in flight: %w: %w", upstream.ErrUnavailable, ctx.Err())
 		}
 	}
 }

@@ -293,7 +293,7 @@ func TestAWaitForTheBudgetEndsWithTheRequestsTimeout(t *testing.T) {
 	dir := &gatedDir{fakeDir: newFakeDir(), gate: make(chan struct{}), arrived: make(chan struct{}, 100)}
 	a := newGuardAuth(t, dir, newTestClock(), nil, WithTimeout(50*time.Millisecond))
 	// Three binds hang at the directory until their timeout; a fourth waits
-	// for room in the budget and gets busy, never a bind.
+	// for room in the budget and gets unavailable, as they do, never a bind.
 	var wg sync.WaitGroup
 	for i := range 3 {
 		wg.Go(func() { a.Decide(context.Background(), authTestClient, "bjones", fmt.Sprintf("Wr0ng-%d", i)) })
@@ -303,8 +303,8 @@ func TestAWaitForTheBudgetEndsWithTheRequestsTimeout(t *testing.T) {
 	}
 	d := a.Decide(context.Background(), authTestClient, "bjones", "Wr0ng-4")
 	wg.Wait()
-	if d.Code != 51 || d.Reason != ReasonBusy {
-		t.Errorf("the fourth guess got %d %s (%v), want 51 busy", d.Code, d.Reason, d.Err)
+	if d.Code != 52 || d.Reason != ReasonUnavailable {
+		t.Errorf("the fourth guess got %d %s (%v), want 52 unavailable", d.Code, d.Reason, d.Err)
 	}
 	if n := dir.bindsOn(testbed.BJones.DN()); n != 3 {
 		t.Errorf("binds on bjones = %d, want 3", n)
