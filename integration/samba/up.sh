@@ -64,7 +64,8 @@ CHANGED=""
 # ---------------------------------------------------------------------------------
 # Packages
 
-PACKAGES=(samba-ad-dc samba-ad-provision ldap-utils ldb-tools faketime procps)
+# openssl: up.sh checks the certificates with it, and the tests verify 'ldapgate certs init'.
+PACKAGES=(samba-ad-dc samba-ad-provision ldap-utils ldb-tools faketime procps openssl)
 
 install_packages() {
 	local p missing=() made_policy=""
