@@ -48,7 +48,7 @@ func (s *Search) validate(p *problems, upstreamBase string) {
 		p.addf("search.attributes", "is empty: list the attributes a search may return, e.g. [dn, sAMAccountName, displayName, mail, telephoneNumber]")
 	}
 	for _, a := range s.Attributes {
-		if !validAttributeName(a) {
+		if a == "1.1" || !ValidAttributeType(a) {
 			p.addf("search.attributes", "%q is not an attribute name: write names such as sAMAccountName or telephoneNumber (no *, 1.1 or options)", a)
 		}
 	}
@@ -69,35 +69,4 @@ func (pg *SearchPaging) validate(p *problems) {
 	if pg.MaxOpen < 1 || pg.MaxOpen > maxOpenPagedSearches {
 		p.addf("search.paging.max_open", "must be between 1 and %d, not %d (default 16): each open paged search holds an upstream connection", maxOpenPagedSearches, pg.MaxOpen)
 	}
-}
-
-// validAttributeName accepts an attribute descriptor ("sAMAccountName",
-// "msDS-x") or a numeric OID other than 1.1; "*", "1.1", "+" and options
-// (";binary") are request syntax, not names of attributes to allow.
-func validAttributeName(a string) bool {
-	if a == "" || a == "1.1" {
-		return false
-	}
-	if a[0] >= '0' && a[0] <= '9' {
-		prevDot := true
-		for i := 0; i < len(a); i++ {
-			switch c := a[i]; {
-			case c == '.' && !prevDot:
-				prevDot = true
-			case c >= '0' && c <= '9':
-				prevDot = false
-			default:
-				return false
-			}
-		}
-		return !prevDot
-	}
-	for i := 0; i < len(a); i++ {
-		c := a[i]
-		letter := (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-		if !letter && (i == 0 || !(c == '-' || (c >= '0' && c <= '9'))) {
-			return false
-		}
-	}
-	return true
 }

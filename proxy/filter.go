@@ -10,6 +10,8 @@ import (
 
 	ber "github.com/go-asn1-ber/asn1-ber"
 	"github.com/go-ldap/ldap/v3"
+
+	"github.com/ldapgate/ldapgate/configs"
 )
 
 // errBadFilter means a client's search filter cannot be forwarded exactly as
@@ -181,7 +183,7 @@ func writeExtensible(b *strings.Builder, p *ber.Packet) error {
 		b.WriteString(":dn")
 	}
 	if rule != "" {
-		if !validAttrType(rule) {
+		if !configs.ValidAttributeType(rule) {
 			return fmt.Errorf("%w: matching rule %q", errBadFilter, logSafe(rule))
 		}
 		b.WriteString(":" + rule)
@@ -204,7 +206,7 @@ func writeAttr(b *strings.Builder, desc string) error {
 // validAttrDescription accepts attributetype *(";" option) per RFC 4512.
 func validAttrDescription(desc string) bool {
 	typ, opts, _ := strings.Cut(desc, ";")
-	if !validAttrType(typ) {
+	if !configs.ValidAttributeType(typ) {
 		return false
 	}
 	for opts != "" {

@@ -8,6 +8,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/go-ldap/ldap/v3"
+
+	"github.com/ldapgate/ldapgate/configs"
 )
 
 // Limits on what a client may type as a bind name.
@@ -159,7 +161,7 @@ func parseDNLogin(name string) (Login, error) {
 	}
 	for _, rdn := range dn.RDNs {
 		for _, atv := range rdn.Attributes {
-			if !validAttrType(atv.Type) {
+			if !configs.ValidAttributeType(atv.Type) {
 				return Login{}, fmt.Errorf("%w: bad attribute type in DN", ErrInvalidLogin)
 			}
 			if atv.Value == "" {
@@ -199,36 +201,6 @@ func formatDN(dn *ldap.DN, fold bool) string {
 		b.WriteString(strings.Join(parts, "+"))
 	}
 	return b.String()
-}
-
-// validAttrType accepts a descriptor ("CN", "msDS-x") or a numeric OID, the
-// two forms RFC 4512 allows for an attribute type.
-func validAttrType(t string) bool {
-	if t == "" {
-		return false
-	}
-	if t[0] >= '0' && t[0] <= '9' {
-		prevDot := true
-		for i := 0; i < len(t); i++ {
-			switch c := t[i]; {
-			case c == '.' && !prevDot:
-				prevDot = true
-			case c >= '0' && c <= '9':
-				prevDot = false
-			default:
-				return false
-			}
-		}
-		return !prevDot
-	}
-	for i := 0; i < len(t); i++ {
-		c := t[i]
-		letter := (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-		if !letter && (i == 0 || !(c == '-' || (c >= '0' && c <= '9'))) {
-			return false
-		}
-	}
-	return true
 }
 
 // checkText refuses invalid UTF-8 and control characters (C0, DEL, C1).
