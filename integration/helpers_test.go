@@ -299,7 +299,7 @@ func startInprocGateway(t *testing.T, name string, changes map[string]any) *inpr
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := proxy.NewServer(cfg.Listen, cfg.Upstream.BaseDN, auth, log)
+	srv, err := proxy.NewServer(cfg.Listen, cfg.Upstream.BaseDN, auth, log, proxy.WithSearch(*cfg, g.cluster))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net"
 	"os"
 	"os/exec"
 	"slices"
@@ -23,7 +22,6 @@ import (
 	"github.com/ldapgate/ldapgate/configs"
 	"github.com/ldapgate/ldapgate/integration/faultproxy"
 	"github.com/ldapgate/ldapgate/integration/testbed"
-	"github.com/ldapgate/ldapgate/proxy"
 	"github.com/ldapgate/ldapgate/proxy/upstream"
 )
 
@@ -335,54 +333,6 @@ func TestSearchRefusalsAndTheAllowList(t *testing.T) {
 	})
 }
 
-// searchGateway is upstream.New + proxy.NewAuth + proxy.NewServer with
-// searches, in this process, logging into logDir like every gateway here.
-type searchGateway struct {
-	addr    string
-	cluster *upstream.Cluster
-	logPath string
-}
-
-func startSearchGateway(t *testing.T, name string, changes map[string]any) *searchGateway {
-	t.Helper()
-	cfg, err := configs.Parse(gatewayConfig(t, changes), name+".yaml")
-	if err != nil {
-		t.Fatalf("the gateway's configuration: %v", err)
-	}
-	g := &searchGateway{logPath: logPath(t, name)}
-	log := newFileLogger(t, g.logPath)
-	if g.cluster, err = upstream.New(cfg.Upstream, log); err != nil {
-		t.Fatal(err)
-	}
-	auth, err := proxy.NewAuth(*cfg, g.cluster, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := proxy.NewServer(cfg.Listen, cfg.Upstream.BaseDN, auth, log, proxy.WithSearch(*cfg, g.cluster))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.addr = l.Addr().String()
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(l) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), stopWithin)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
-			t.Errorf("shut the gateway down: %v", err)
-		}
-		if err := <-served; !errors.Is(err, proxy.ErrServerClosed) {
-			t.Errorf("Serve returned %v, want ErrServerClosed", err)
-		}
-		_ = g.cluster.Close()
-	})
-	return g
-}
-
 // searchCode runs (sAMAccountName=jdoe) on l and returns the result code (0 on
 // success) and how long it took; anything but an LDAP answer fails the test.
 func searchCode(t *testing.T, l *ldap.Conn) (uint16, time.Duration) {
@@ -417,7 +367,7 @@ func TestSearchWhenBothDCsAreDown(t *testing.T) {
 	} {
 		t.Run("both DCs "+tt.name+": a search gets 52, the gateway keeps serving, and searches work once they are back", func(t *testing.T) {
 			dc1, dc2 := startFaultProxy(t, "127.0.0.1:636"), startFaultProxy(t, "127.0.0.2:636")
-			gw := startSearchGateway(t, "search-dcs-down-"+strings.Fields(tt.name)[0], map[string]any{
+			gw := startInprocGateway(t, "search-dcs-down-"+strings.Fields(tt.name)[0], map[string]any{
 				"upstream.servers": []any{
 					map[string]any{"url": "ldaps://" + dc1.Addr(), "server_name": testbed.DC1Name},
 					map[string]any{"url": "ldaps://" + dc2.Addr(), "server_name": testbed.DC2Name},
