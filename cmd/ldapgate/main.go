@@ -32,6 +32,7 @@ below has its own options: run 'ldapgate help COMMAND' to read them.`,
 		subcommands: []*command{
 			serveCommand(),
 			syncCommand(),
+			checkCommand(os.Stdin),
 			demoCommand(),
 			certsCommand(),
 			versionCommand(),

@@ -19,9 +19,9 @@ func TestCommandLine(t *testing.T) {
 		wantStderr string // a substring of stderr, "" to expect none
 	}{
 		{"no command is a usage error listing the commands", nil, 2,
-			"", "ldapgate: missing command; commands: certs, demo, help, serve, sync, version\nRun 'ldapgate help' for usage.\n"},
+			"", "ldapgate: missing command; commands: certs, check, demo, help, serve, sync, version\nRun 'ldapgate help' for usage.\n"},
 		{"an unknown command is a usage error listing the commands", []string{"frobnicate"}, 2,
-			"", `ldapgate: unknown command "frobnicate"; commands: certs, demo, help, serve, sync, version`},
+			"", `ldapgate: unknown command "frobnicate"; commands: certs, check, demo, help, serve, sync, version`},
 		{"a group without a subcommand lists its commands", []string{"certs"}, 2,
 			"", "ldapgate: certs: missing command; commands: init\nRun 'ldapgate help certs' for usage."},
 		{"an unknown subcommand is a usage error", []string{"certs", "frob"}, 2,
