@@ -13,6 +13,7 @@ import (
 
 	"github.com/ldapgate/ldapgate/certs"
 	"github.com/ldapgate/ldapgate/integration/testbed"
+	"github.com/ldapgate/ldapgate/sync/ldapfilter"
 )
 
 // Directory facts beyond the test bed's contract.
@@ -80,7 +81,7 @@ type Directory struct {
 	maxPwdAge time.Duration
 	ca        *certs.CA
 	caPool    *x509.CertPool
-	configNDN string // NormalizeDN(ConfigDN)
+	configNDN string // ldapfilter.NormalizeDN(ConfigDN)
 
 	mu     sync.RWMutex
 	usn    int64
@@ -125,7 +126,7 @@ func NewDirectory(cfg Config) (*Directory, error) {
 		d.now = time.Now
 	}
 	var err error
-	if d.configNDN, err = NormalizeDN(ConfigDN); err != nil {
+	if d.configNDN, err = ldapfilter.NormalizeDN(ConfigDN); err != nil {
 		return nil, fmt.Errorf("new directory: %w", err)
 	}
 	if cfg.Lockout != nil {
@@ -202,7 +203,7 @@ func (d *Directory) Account(login string) (AccountState, bool) {
 
 // Entry returns a copy of the attributes of the object named dn (any spelling).
 func (d *Directory) Entry(dn string) (map[string][]string, bool) {
-	ndn, err := NormalizeDN(dn)
+	ndn, err := ldapfilter.NormalizeDN(dn)
 	if err != nil {
 		return nil, false
 	}
@@ -231,7 +232,7 @@ func (d *Directory) lookupAccount(name string) *account {
 		return a
 	}
 	if strings.IndexByte(name, '=') >= 0 {
-		if ndn, err := NormalizeDN(name); err == nil {
+		if ndn, err := ldapfilter.NormalizeDN(name); err == nil {
 			return d.names[ndn]
 		}
 	}
@@ -336,16 +337,16 @@ func guid(parts ...string) string {
 }
 
 // syntaxOf tells the filter evaluator how AD compares an attribute.
-func syntaxOf(name string) Syntax {
+func syntaxOf(name string) ldapfilter.Syntax {
 	for _, n := range [...]string{"distinguishedName", "member", "memberOf", "objectCategory", "manager", "managedBy", "dsServiceName", "serverReference"} {
 		if strings.EqualFold(name, n) {
-			return SyntaxDN
+			return ldapfilter.SyntaxDN
 		}
 	}
 	for _, n := range [...]string{"objectGUID", "objectSid", "invocationId"} {
 		if strings.EqualFold(name, n) {
-			return SyntaxOctets
+			return ldapfilter.SyntaxOctets
 		}
 	}
-	return SyntaxString
+	return ldapfilter.SyntaxString
 }

@@ -4,6 +4,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ldapgate/ldapgate/sync/ldapfilter"
 )
 
 // attribute is one attribute of an entry with its values, in the case AD uses
@@ -18,7 +20,7 @@ type attribute struct {
 // entries without locks while the directory changes.
 type entry struct {
 	dn     string // as AD returns it, RFC 4514 escaped
-	ndn    string // NormalizeDN(dn)
+	ndn    string // ldapfilter.NormalizeDN(dn)
 	parent string // NormalizeDN of the parent, "" for a naming context root
 	attrs  []attribute
 	// categories are the values (objectCategory=…) matches: the category's DN
@@ -36,7 +38,7 @@ type slot struct {
 
 // newEntry builds an entry; dn must be valid.
 func newEntry(dn string, attrs []attribute) (*entry, error) {
-	ndn, err := NormalizeDN(dn)
+	ndn, err := ldapfilter.NormalizeDN(dn)
 	if err != nil {
 		return nil, err
 	}

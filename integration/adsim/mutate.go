@@ -9,6 +9,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/ldapgate/ldapgate/integration/testbed"
+	"github.com/ldapgate/ldapgate/sync/ldapfilter"
 )
 
 // userAccountControl bits the simulator acts on.
@@ -214,7 +215,7 @@ func (d *Directory) changeMembership(groupDN, memberDN string, add bool) error {
 	if err != nil {
 		return fmt.Errorf("change members of %s: %w", groupDN, err)
 	}
-	if add == slices.ContainsFunc(g.e.values("member"), func(v string) bool { return EqualDN(v, m.e.dn) }) {
+	if add == slices.ContainsFunc(g.e.values("member"), func(v string) bool { return ldapfilter.EqualDN(v, m.e.dn) }) {
 		return nil // already as asked: AD would answer attributeOrValueExists / noSuchAttribute
 	}
 	d.link(g, m, add, d.now())
@@ -411,7 +412,7 @@ func (d *Directory) user(login string) (*slot, error) {
 
 // object finds an object by DN. Callers hold d.mu.
 func (d *Directory) object(dn string) (*slot, error) {
-	ndn, err := NormalizeDN(dn)
+	ndn, err := ldapfilter.NormalizeDN(dn)
 	if err != nil {
 		return nil, err
 	}
@@ -438,7 +439,7 @@ func (d *Directory) group(dn string) (*slot, error) {
 func removeDN(dns []string, dn string) []string {
 	out := make([]string, 0, len(dns)+1)
 	for _, v := range dns {
-		if !EqualDN(v, dn) {
+		if !ldapfilter.EqualDN(v, dn) {
 			out = append(out, v)
 		}
 	}
@@ -448,7 +449,7 @@ func removeDN(dns []string, dn string) []string {
 // normalizedKey normalises a DN the directory wrote itself (so it parses); an
 // unparsable one yields a key that matches nothing.
 func normalizedKey(dn string) string {
-	n, err := NormalizeDN(dn)
+	n, err := ldapfilter.NormalizeDN(dn)
 	if err != nil {
 		return "\x00invalid"
 	}

@@ -6,6 +6,7 @@ import (
 	ber "github.com/go-asn1-ber/asn1-ber"
 
 	"github.com/ldapgate/ldapgate/integration/testbed"
+	"github.com/ldapgate/ldapgate/sync/ldapfilter"
 )
 
 // OIDs the rootDSE lists.
@@ -57,7 +58,7 @@ func (dc *DC) searchRootDSE(filter *ber.Packet, sel selection, typesOnly bool) s
 		}
 		return root.values(name)
 	}
-	var ev FilterEvaluator
+	var ev ldapfilter.FilterEvaluator
 	ok, err := ev.Match(filter, attrs)
 	if err != nil {
 		return searchOutcome{code: resultProtocolError, diag: err.Error()}

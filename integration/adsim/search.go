@@ -8,6 +8,8 @@ import (
 	ber "github.com/go-asn1-ber/asn1-ber"
 	"github.com/go-ldap/ldap/v3"
 	"github.com/jimlambrt/gldap"
+
+	"github.com/ldapgate/ldapgate/sync/ldapfilter"
 )
 
 // maxPagedSearches bounds the paged searches one connection may leave open; the
@@ -228,7 +230,7 @@ func pagingControl(controls []gldap.Control) *gldap.ControlPaging {
 
 // match finds the objects in scope that match filter, in creation order.
 func (dc *DC) match(base string, scope gldap.Scope, filter *ber.Packet) ([]*slot, searchOutcome) {
-	bn, err := NormalizeDN(base)
+	bn, err := ldapfilter.NormalizeDN(base)
 	if err != nil {
 		return nil, searchOutcome{code: resultInvalidDNSyntax, diag: diagInvalidDN}
 	}
@@ -251,7 +253,7 @@ func (dc *DC) match(base string, scope gldap.Scope, filter *ber.Packet) ([]*slot
 	default:
 		candidates = d.domain
 	}
-	ev := FilterEvaluator{Syntax: syntaxOf, Resolve: func(dn string) Attributes {
+	ev := ldapfilter.FilterEvaluator{Syntax: syntaxOf, Resolve: func(dn string) ldapfilter.Attributes {
 		if s := d.byDN[normalizedKey(dn)]; s != nil {
 			return dc.filterAttributes(s.e)
 		}
@@ -362,7 +364,7 @@ func (dc *DC) values(e *entry, name string) []string {
 // filterAttributes exposes e to the filter evaluator as this DC reports it,
 // with objectCategory also matching the class's short name, as AD maps
 // (objectCategory=person) to CN=Person,CN=Schema,….
-func (dc *DC) filterAttributes(e *entry) Attributes {
+func (dc *DC) filterAttributes(e *entry) ldapfilter.Attributes {
 	return func(name string) []string {
 		if strings.EqualFold(name, "objectCategory") {
 			return e.categories

@@ -1,10 +1,9 @@
-package adsim
-
-// This file is self-contained on purpose (it depends only on go-ldap and its BER
-// package), so that it can be moved to a shared package later: it evaluates
-// compiled LDAP search filters (ldap.CompileFilter) against entries the caller
-// exposes through an attribute-lookup function, with Active Directory's
-// extensible matching rules.
+// Package ldapfilter evaluates LDAP search filters (RFC 4511/4515) the way
+// Active Directory does, over entries the caller exposes through an
+// attribute-lookup function: the directory view's searches, the import's
+// exclude filter and the AD simulator all use it. It depends only on go-ldap
+// and its BER package.
+package ldapfilter
 
 import (
 	"errors"

@@ -1,4 +1,4 @@
-package adsim_test
+package ldapfilter_test
 
 import (
 	"errors"
@@ -8,15 +8,15 @@ import (
 	ber "github.com/go-asn1-ber/asn1-ber"
 	"github.com/go-ldap/ldap/v3"
 
-	"github.com/ldapgate/ldapgate/integration/adsim"
+	"github.com/ldapgate/ldapgate/sync/ldapfilter"
 )
 
 // entries is a tiny directory for the evaluator: DN → attributes.
 type entries map[string]map[string][]string
 
-func (es entries) attributes(dn string) adsim.Attributes {
+func (es entries) attributes(dn string) ldapfilter.Attributes {
 	for k, attrs := range es {
-		if adsim.EqualDN(k, dn) {
+		if ldapfilter.EqualDN(k, dn) {
 			return func(name string) []string {
 				for n, v := range attrs {
 					if strings.EqualFold(n, name) {
@@ -54,15 +54,15 @@ func TestFilterEvaluator(t *testing.T) {
 			"displayName":        {"Séan"},
 		},
 	}
-	ev := adsim.FilterEvaluator{
-		Syntax: func(attr string) adsim.Syntax {
+	ev := ldapfilter.FilterEvaluator{
+		Syntax: func(attr string) ldapfilter.Syntax {
 			switch strings.ToLower(attr) {
 			case "memberof", "member":
-				return adsim.SyntaxDN
+				return ldapfilter.SyntaxDN
 			case "objectguid":
-				return adsim.SyntaxOctets
+				return ldapfilter.SyntaxOctets
 			}
-			return adsim.SyntaxString
+			return ldapfilter.SyntaxString
 		},
 		Resolve: es.attributes,
 	}
@@ -137,7 +137,7 @@ func TestFilterEvaluator(t *testing.T) {
 	})
 	t.Run("a packet that is not a filter is an error", func(t *testing.T) {
 		p := ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, "x", "")
-		if _, err := ev.Match(p, es.attributes(jane)); !errors.Is(err, adsim.ErrInvalidFilter) {
+		if _, err := ev.Match(p, es.attributes(jane)); !errors.Is(err, ldapfilter.ErrInvalidFilter) {
 			t.Errorf("Match(octet string) error = %v, want ErrInvalidFilter", err)
 		}
 	})
@@ -146,7 +146,7 @@ func TestFilterEvaluator(t *testing.T) {
 			"CN=A,DC=x": {"memberOf": {"CN=B,DC=x"}},
 			"CN=B,DC=x": {"memberOf": {"CN=A,DC=x"}},
 		}
-		cev := adsim.FilterEvaluator{Resolve: cyclic.attributes}
+		cev := ldapfilter.FilterEvaluator{Resolve: cyclic.attributes}
 		f, err := ldap.CompileFilter("(memberOf:1.2.840.113556.1.4.1941:=CN=C,DC=x)")
 		if err != nil {
 			t.Fatal(err)
@@ -172,7 +172,7 @@ func TestNormalizeDN(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := adsim.EqualDN(tt.a, tt.b); got != tt.same {
+			if got := ldapfilter.EqualDN(tt.a, tt.b); got != tt.same {
 				t.Errorf("EqualDN(%q, %q) = %v, want %v", tt.a, tt.b, got, tt.same)
 			}
 		})
