@@ -38,6 +38,6 @@ below has its own options: run 'ldapgate help COMMAND' to read them.`,
 			versionCommand(),
 		},
 	}
-	root.subcommands = append(root.subcommands, helpCommand(root))
+	root.subcommands = append(root.subcommands, helpCommand(root), completionCommand(root))
 	return root
 }
