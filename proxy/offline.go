@@ -433,15 +433,27 @@ func (c *offlineCache) load() error {
 	if len(data) > offlineMaxFileBytes {
 		return fmt.Errorf("%s is larger than %d bytes", c.cfg.File, offlineMaxFileBytes)
 	}
+	dropped, err := c.parse(data, c.now())
+	if err != nil {
+		return fmt.Errorf("%s: %w", c.cfg.File, err)
+	}
+	c.log.Info("offline credentials loaded", zap.String("file", c.cfg.File),
+		zap.Int("entries", len(c.entries)), zap.Int("dropped", dropped))
+	return nil
+}
+
+// parse adds the entries of an offline file's content that are well formed,
+// within bounds and not expired at now, and returns how many it dropped.
+func (c *offlineCache) parse(data []byte, now time.Time) (dropped int, err error) {
 	var file offlineFile
 	if err := json.Unmarshal(data, &file); err != nil {
-		return fmt.Errorf("parse %s: %w", c.cfg.File, err)
+		return 0, fmt.Errorf("parse: %w", err)
 	}
 	if file.Version != offlineFileVersion {
-		return fmt.Errorf("%s has version %d, want %d", c.cfg.File, file.Version, offlineFileVersion)
+		return 0, fmt.Errorf("version %d, want %d", file.Version, offlineFileVersion)
 	}
-	now := c.now()
-	dropped := 0
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for _, fe := range file.Entries {
 		params := configs.Argon2{Time: fe.Time, MemoryKiB: fe.MemoryKiB, Threads: fe.Threads}
 		if fe.DN == "" || len(fe.Salt) != offlineSaltLen || len(fe.Hash) != offlineHashLen || !validArgon2(params) ||
@@ -467,9 +479,7 @@ func (c *offlineCache) load() error {
 			c.addLogin(e, user, l)
 		}
 	}
-	c.log.Info("offline credentials loaded", zap.String("file", c.cfg.File),
-		zap.Int("entries", len(c.entries)), zap.Int("dropped", dropped))
-	return nil
+	return dropped, nil
 }
 
 // markDirty asks the writer to write offline.file.

@@ -435,3 +435,56 @@ func TestABindThatWaitedOutAHungDCIsStillDecidedOffline(t *testing.T) {
 		attempt{"jdoe", testbed.JDoe.Password, 0, ReasonOffline},
 		wrong("jdoe", "Wr0ng-1", ReasonOfflineFailed))
 }
+
+// FuzzOfflineFile feeds arbitrary content to the offline file's parser: it must
+// not panic, and what it keeps must be well formed and within bounds (a
+// tampered file must not make a check expensive or the cache unbounded).
+func FuzzOfflineFile(f *testing.F) {
+	now := time.Date(2025, 3, 1, 8, 0, 0, 0, time.UTC)
+	e := offlineFileEntry{DN: testbed.JDoe.DN(), Logins: []string{"sam:jdoe", "upn:jdoe@aadds.example.test"},
+		Salt: make([]byte, offlineSaltLen), Hash: make([]byte, offlineHashLen), Time: 2, MemoryKiB: 19456, Threads: 1,
+		VerifiedAt: now.Add(-time.Hour)}
+	good, err := json.Marshal(offlineFile{Version: offlineFileVersion, Entries: []offlineFileEntry{e, e}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	for _, s := range []string{
+		"", "{}", "null", `{"version":1}`, `{"version":1,"entries":null}`, `{"version":1,"entries":[{}]}`,
+		`{"version":1,"entries":[{"dn":"CN=x,DC=y","salt":"AAAAAAAAAAAAAAAAAAAAAA==","hash":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","time":10,"memory_kib":1048576,"threads":16,"verified_at":"2025-03-01T07:00:00Z"}]}`,
+		`{"version":1,"entries":[{"dn":"not a dn","logins":["a","a","b","c","d","e","f","g","h","i"]}]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c := &offlineCache{
+			cfg:     configs.Offline{Enabled: true, MaxAge: 24 * time.Hour, MaxEntries: 3, MaxFailures: 3, MaxConcurrentHashes: 1, Argon2: cheapArgon2},
+			now:     func() time.Time { return now },
+			log:     zap.NewNop(),
+			entries: map[string]*offlineEntry{},
+			logins:  map[string]string{},
+		}
+		if _, err := c.parse(data, now); err != nil {
+			if len(c.entries) != 0 {
+				t.Fatalf("a failed parse kept %d entries", len(c.entries))
+			}
+			return
+		}
+		if len(c.entries) > c.cfg.MaxEntries {
+			t.Fatalf("%d entries kept, more than max_entries %d", len(c.entries), c.cfg.MaxEntries)
+		}
+		for user, e := range c.entries {
+			if len(e.salt) != offlineSaltLen || len(e.hash) != offlineHashLen || !validArgon2(e.params) || len(e.logins) > offlineMaxLogins {
+				t.Fatalf("entry %q kept malformed: salt %d, hash %d, params %+v, %d logins", user, len(e.salt), len(e.hash), e.params, len(e.logins))
+			}
+			if now.Sub(e.verifiedAt) > c.cfg.MaxAge {
+				t.Fatalf("entry %q kept though expired", user)
+			}
+		}
+		for login, user := range c.logins {
+			if c.entries[user] == nil {
+				t.Fatalf("login %q names %q, which has no entry", login, user)
+			}
+		}
+	})
+}
