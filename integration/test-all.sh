@@ -5,7 +5,7 @@
 # tests against it. Whatever this script started is stopped on exit, pass or fail.
 # Environment: LDAPGATE_TEST_USERS (bulk users to seed, default 1200 so paging past
 # AD's 1,000 is exercised), LDAPGATE_TESTBED_DIR (test bed state, default
-# /var/tmp/ldapgate-testbed).
+# /var/tmp/ldapgate-testbed), FUZZTIME (how long each fuzz target runs, default 20s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,5 +48,8 @@ step "integration tests against the Samba test bed (-race)"
 # Every package with integration-tagged tests (proxy/upstream has some too).
 mapfile -t integration_pkgs < <(grep -rl --include='*_test.go' '^//go:build integration' . | xargs -n1 dirname | sort -u)
 go test -race -count=1 -tags integration -timeout 20m "${integration_pkgs[@]}"
+
+step "fuzz targets (${FUZZTIME:-20s} each)"
+bash integration/fuzz-all.sh
 
 step "all tests passed"
