@@ -503,8 +503,11 @@ type Lockout struct {
 	MaxUsers int `yaml:"max_users"`
 	// ClientRate is the failed binds per second one client address may make
 	// (token bucket); past it every bind from that address is answered 51 busy
-	// until the bucket refills. Refusals that never look an account up (empty
-	// password, malformed name) do not count. 0 disables it. Default 10.
+	// until the bucket refills. Only refusals that tried something new count:
+	// a password AD (or the offline cache) refused, a name AD does not know.
+	// Empty passwords, malformed names and the guard's own refusals (negative
+	// cache, budget) do not. A gateway next to the PBX sees every bind from one
+	// address: size it for the PBX's failures. 0 disables it. Default 10.
 	ClientRate float64 `yaml:"client_rate"`
 	// ClientBurst is the bucket size of ClientRate. Default 20.
 	ClientBurst int `yaml:"client_burst"`

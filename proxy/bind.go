@@ -268,12 +268,16 @@ func (a *Auth) decide(ctx context.Context, c Client, name, password string, star
 }
 
 // countsAgainstClient says which decisions use up the client's rate of failed
-// binds: refusals of a login that was looked up. Refusals decided from the
-// bind request alone (empty password, malformed name, a DN outside the base)
-// cost nothing upstream and guess nothing; outages are not the client's doing.
+// binds: the refusals that tried something new, a password at AD or offline,
+// or a name looked up in AD. Refusals decided from the bind request alone
+// (empty password, malformed name, a DN outside the base) and the guard's own
+// (the same wrong password again, an account past its budget) cost nothing
+// upstream and tell the client nothing new; counting them would let a few
+// phones retrying a stale password shut out every user of the PBX they share
+// an address with. Outages are not the client's doing.
 func countsAgainstClient(r Reason) bool {
 	switch r {
-	case ReasonADRefused, ReasonUnknownUser, ReasonAmbiguous, ReasonNegativeCache, ReasonUserBudget, ReasonOfflineFailed:
+	case ReasonADRefused, ReasonUnknownUser, ReasonAmbiguous, ReasonOfflineFailed:
 		return true
 	}
 	return false

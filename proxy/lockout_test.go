@@ -571,3 +571,17 @@ func TestWithoutTheGuardTheSimulatorLocksTheAccount(t *testing.T) {
 		t.Fatalf("6 wrong passwords without the guard left bjones unlocked (badPwdCount %d): the guard test proves nothing", st.BadPwdCount)
 	}
 }
+
+func TestTheGuardsOwnRefusalsDoNotUseUpTheClientsRate(t *testing.T) {
+	t.Parallel()
+	// A few phones retrying a stale password must not shut out every user of
+	// the PBX they share an address with.
+	a := newGuardAuth(t, newFakeDir(), newTestClock(), func(c *configs.Config) { c.Lockout.ClientRate, c.Lockout.ClientBurst = 1, 3 })
+	run(t, a, authTestClient, wrong("jdoe", "Wr0ng-1", ReasonADRefused))
+	for range 20 {
+		run(t, a, authTestClient, wrong("jdoe", "Wr0ng-1", ReasonNegativeCache))
+	}
+	run(t, a, authTestClient, wrong("bjones", "Wr0ng-1", ReasonADRefused), wrong("bjones", "Wr0ng-2", ReasonADRefused))
+	// The bucket is empty now: the next failure that counts is refused.
+	run(t, a, authTestClient, attempt{"asmith", "Wr0ng-1", 51, ReasonRateLimited})
+}

@@ -37,6 +37,10 @@ const (
 	// offlineWriteInterval is the least time between two writes of
 	// offline.file: a burst of binds costs one write.
 	offlineWriteInterval = time.Second
+	// offlineRefreshWrite is how stale an entry's time in offline.file may get
+	// before a refresh (a good bind with the same password) writes the file:
+	// users binding all day must not rewrite it every second.
+	offlineRefreshWrite = 10 * time.Minute
 )
 
 // errNoOfflineEntry means the offline cache cannot answer for the login: no
@@ -98,6 +102,8 @@ type offlineEntry struct {
 	salt, hash []byte
 	params     configs.Argon2
 	verifiedAt time.Time
+	// written is the verifiedAt that offline.file holds.
+	written time.Time
 
 	// fast is HMAC(process key, user, password), memory only; hasFast is false
 	// for entries loaded from the file.
@@ -213,8 +219,11 @@ func (c *offlineCache) remember(loginKey string, dn, password string, now time.T
 	if e := c.entries[user]; e != nil && e.hasFast && subtle.ConstantTimeCompare(e.fast[:], fast[:]) == 1 {
 		e.verifiedAt = now
 		c.addLogin(e, user, loginKey)
+		stale := now.Sub(e.written) >= offlineRefreshWrite
 		c.mu.Unlock()
-		c.markDirty()
+		if stale {
+			c.markDirty()
+		}
 		return
 	}
 	c.mu.Unlock()
@@ -470,7 +479,7 @@ func (c *offlineCache) parse(data []byte, now time.Time) (dropped int, err error
 			c.evictOldest()
 		}
 		c.removeLocked(user)
-		e := &offlineEntry{dn: fe.DN, salt: fe.Salt, hash: fe.Hash, params: params, verifiedAt: fe.VerifiedAt}
+		e := &offlineEntry{dn: fe.DN, salt: fe.Salt, hash: fe.Hash, params: params, verifiedAt: fe.VerifiedAt, written: fe.VerifiedAt}
 		c.entries[user] = e
 		for i, l := range fe.Logins {
 			if i == offlineMaxLogins {
@@ -528,6 +537,7 @@ func (c *offlineCache) flush() {
 	c.mu.Lock()
 	file := offlineFile{Version: offlineFileVersion, Entries: make([]offlineFileEntry, 0, len(c.entries))}
 	for _, e := range c.entries {
+		e.written = e.verifiedAt
 		file.Entries = append(file.Entries, offlineFileEntry{
 			DN: e.dn, Logins: append([]string(nil), e.logins...), Salt: e.salt, Hash: e.hash,
 			Time: e.params.Time, MemoryKiB: e.params.MemoryKiB, Threads: e.params.Threads, VerifiedAt: e.verifiedAt,

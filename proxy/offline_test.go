@@ -488,3 +488,38 @@ func FuzzOfflineFile(f *testing.F) {
 		}
 	})
 }
+
+func TestRefreshesRewriteTheOfflineFileOnlyWhenItIsStale(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "offline.json")
+	clock := newTestClock()
+	a := newGuardAuth(t, newFakeDir(), clock, withOffline(func(c *configs.Config) { c.Offline.File = file }))
+	written := func() time.Time {
+		t.Helper()
+		a.offline.flush() // writes if a write was asked for and the writer has not done it yet
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var f offlineFile
+		if err := json.Unmarshal(data, &f); err != nil || len(f.Entries) != 1 {
+			t.Fatalf("offline file: %v, %d entries", err, len(f.Entries))
+		}
+		return f.Entries[0].VerifiedAt
+	}
+	first := clock.now()
+	run(t, a, authTestClient, attempt{"jdoe", testbed.JDoe.Password, 0, ReasonOK})
+	if got := written(); !got.Equal(first) {
+		t.Fatalf("the file says %s, want %s", got, first)
+	}
+	clock.advance(time.Minute)
+	run(t, a, authTestClient, attempt{"jdoe", testbed.JDoe.Password, 0, ReasonOK})
+	if got := written(); !got.Equal(first) {
+		t.Errorf("a refresh one minute after the last write rewrote the file (%s)", got)
+	}
+	clock.advance(offlineRefreshWrite)
+	run(t, a, authTestClient, attempt{"jdoe", testbed.JDoe.Password, 0, ReasonOK})
+	if got := written(); !got.Equal(clock.now()) {
+		t.Errorf("a refresh past offlineRefreshWrite left %s in the file, want %s", got, clock.now())
+	}
+}
