@@ -1,23 +1,24 @@
 package usersync
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
 	ber "github.com/go-asn1-ber/asn1-ber"
 	"github.com/go-ldap/ldap/v3"
+
+	"github.com/ldapgate/ldapgate/sync/ldapfilter"
 )
 
 // This file keeps the gateway's service account and the entries matching
 // sync.exclude_filter out of every import.
 //
-// The filter matcher here is deliberately minimal (and, or, not, equality,
-// presence, substrings): the full AD filter evaluator lives in
-// integration/adsim (FilterEvaluator) and is meant to move to a shared package;
-// once it does, excluder.matches should use it and this matcher goes away.
-// Until then a filter with any other item (>=, <=, ~=, extensible matches such
-// as BIT_AND or IN_CHAIN) is refused when the importer is built, rather than
-// silently matching nothing.
+// The filter is evaluated by sync/ldapfilter, AD's rules (and, or, not,
+// equality, presence, substrings, >=, <=, ~= as equality, BIT_AND, BIT_OR) over
+// the view's entries. Nested group membership (IN_CHAIN) and other matching
+// rules are refused when the importer is built, rather than silently
+// evaluated on what the view does not hold.
 
 // excluder decides which entries never appear in an import.
 type excluder struct {
@@ -95,129 +96,61 @@ func (x *excluder) isServiceAccount(e *Entry) bool {
 	return x.serviceSAM != "" && strings.EqualFold(strings.TrimSpace(e.First("sAMAccountName")), x.serviceSAM)
 }
 
-// checkExcludeFilter refuses filter items excludeMatch does not evaluate.
+// checkExcludeFilter refuses filter items the view cannot evaluate: nested
+// group membership (IN_CHAIN: the view holds no groups, so only direct
+// memberships could be compared, and a nested member would silently stay in
+// the import), matching rules other than AD's bitwise ones, and dnAttributes.
 func checkExcludeFilter(f *ber.Packet) error {
-	switch f.Tag {
-	case ldap.FilterAnd, ldap.FilterOr, ldap.FilterNot:
-		for _, c := range f.Children {
-			if err := checkExcludeFilter(c); err != nil {
-				return err
-			}
-		}
-		return nil
-	case ldap.FilterEqualityMatch, ldap.FilterSubstrings, ldap.FilterPresent:
-		return nil
+	items, err := ldapfilter.Items(f)
+	if err != nil {
+		return err
 	}
-	what := ldap.FilterMap[uint64(f.Tag)]
-	if what == "" {
-		what = fmt.Sprintf("filter item %d", f.Tag)
-	}
-	return fmt.Errorf("%s is not supported here: use and, or, not, equality, presence and substrings", what)
-}
-
-// excludeMatch evaluates a filter accepted by checkExcludeFilter against e.
-// Values compare case-insensitively, DN values (memberOf=CN=...) as DNs. An
-// attribute the entry lacks matches nothing, so (!(a=x)) matches it — the
-// filter is two-valued, which RFC 4511 gives for these items on attributes
-// that exist in the schema. distinguishedName and objectGUID come from the
-// entry itself, and every entry has an objectClass.
-func excludeMatch(f *ber.Packet, e *Entry) bool {
-	switch f.Tag {
-	case ldap.FilterAnd:
-		for _, c := range f.Children {
-			if !excludeMatch(c, e) {
-				return false
-			}
+	for _, it := range items {
+		if it.Op != ldap.FilterExtensibleMatch {
+			continue
 		}
-		return true
-	case ldap.FilterOr:
-		for _, c := range f.Children {
-			if excludeMatch(c, e) {
-				return true
-			}
+		switch {
+		case it.DNAttributes:
+			return errors.New("an extensible match with dnAttributes (:dn:) is not supported here")
+		case it.Rule == ldapfilter.MatchingRuleInChain:
+			return errors.New("nested group membership (" + ldapfilter.MatchingRuleInChain + ") is not supported here: " +
+				"the view holds no groups; use (memberOf=<group DN>) for direct members, or leave the group out of sync.filter")
+		case it.Rule != "" && it.Rule != ldapfilter.MatchingRuleBitAnd && it.Rule != ldapfilter.MatchingRuleBitOr:
+			return fmt.Errorf("matching rule %q is not supported here: use none, %s (BIT_AND) or %s (BIT_OR)",
+				it.Rule, ldapfilter.MatchingRuleBitAnd, ldapfilter.MatchingRuleBitOr)
 		}
-		return false
-	case ldap.FilterNot:
-		return len(f.Children) == 1 && !excludeMatch(f.Children[0], e)
-	case ldap.FilterPresent:
-		name := string(f.Data.Bytes())
-		return strings.EqualFold(name, "objectClass") || len(excludeValues(e, name)) > 0
-	case ldap.FilterEqualityMatch:
-		if len(f.Children) != 2 {
-			return false
-		}
-		want := string(f.Children[1].Data.Bytes())
-		for _, v := range excludeValues(e, string(f.Children[0].Data.Bytes())) {
-			if excludeEqual(v, want) {
-				return true
-			}
-		}
-		return false
-	case ldap.FilterSubstrings:
-		if len(f.Children) != 2 {
-			return false
-		}
-		for _, v := range excludeValues(e, string(f.Children[0].Data.Bytes())) {
-			if excludeSubstrings(strings.ToLower(v), f.Children[1].Children) {
-				return true
-			}
-		}
-		return false
-	}
-	return false
-}
-
-// excludeValues returns the values a filter sees for the attribute name.
-func excludeValues(e *Entry, name string) []string {
-	if v := e.Get(name); len(v) > 0 {
-		return v
-	}
-	switch strings.ToLower(name) {
-	case "distinguishedname":
-		return []string{e.DN}
-	case "objectguid":
-		return []string{e.GUID}
 	}
 	return nil
 }
 
-// excludeEqual compares case-insensitively, and two DNs as DNs (so spacing and
-// escaping do not matter).
-func excludeEqual(a, b string) bool {
-	if strings.EqualFold(a, b) {
-		return true
+// excludeEvaluator evaluates sync.exclude_filter: values compare
+// case-insensitively, DN-valued attributes (memberOf=CN=...) as DNs, and
+// objectGUID as the view's text form of the GUID.
+var excludeEvaluator = ldapfilter.FilterEvaluator{Syntax: func(attr string) ldapfilter.Syntax {
+	if strings.EqualFold(attr, "objectGUID") {
+		return ldapfilter.SyntaxString
 	}
-	if !strings.Contains(a, "=") || !strings.Contains(b, "=") {
-		return false
-	}
-	da, err := ldap.ParseDN(a)
-	if err != nil {
-		return false
-	}
-	db, err := ldap.ParseDN(b)
-	return err == nil && da.EqualFold(db)
-}
+	return viewSyntax(attr)
+}}
 
-// excludeSubstrings matches a lower-case value against initial, any and final
-// parts in order, without overlap.
-func excludeSubstrings(value string, parts []*ber.Packet) bool {
-	for i, p := range parts {
-		s := strings.ToLower(string(p.Data.Bytes()))
-		switch p.Tag {
-		case ldap.FilterSubstringsInitial:
-			if i != 0 || !strings.HasPrefix(value, s) {
-				return false
-			}
-			value = value[len(s):]
-		case ldap.FilterSubstringsFinal:
-			return i == len(parts)-1 && strings.HasSuffix(value, s)
-		default:
-			j := strings.Index(value, s)
-			if j < 0 {
-				return false
-			}
-			value = value[j+len(s):]
+// excludeMatch evaluates a filter accepted by checkExcludeFilter against e.
+// An attribute the entry lacks (or that is not in sync.attributes) has no
+// value, so (!(a=x)) matches it. distinguishedName and objectGUID come from
+// the entry itself, and every entry has an objectClass.
+func excludeMatch(f *ber.Packet, e *Entry) bool {
+	ok, err := excludeEvaluator.Match(f, func(name string) []string {
+		if v := e.Get(name); len(v) > 0 {
+			return v
 		}
-	}
-	return true
+		switch strings.ToLower(name) {
+		case "distinguishedname":
+			return []string{e.DN}
+		case "objectguid":
+			return []string{e.GUID}
+		case "objectclass":
+			return []string{"top"}
+		}
+		return nil
+	})
+	return err == nil && ok
 }

@@ -67,6 +67,10 @@ func TestExcludeFilter(t *testing.T) {
 		{"distinguishedName comes from the entry's DN", "(distinguishedName=CN=ann,OU=AADDC Users,DC=aadds,DC=example,DC=test)", impEntry("g1", "ann"), true},
 		{"objectGUID comes from the entry's GUID", "(objectGUID=g1)", impEntry("g1", "ann"), true},
 		{"an escaped value matches literally", `(displayName=Se\c3\a1n O'Brien\2c Jr.)`, seeded["sobrien"], true},
+		{"BIT_AND finds a disabled account", "(userAccountControl:1.2.840.113556.1.4.803:=2)", impWith(jdoe, "userAccountControl", "514"), true},
+		{"BIT_AND leaves an enabled account in", "(userAccountControl:1.2.840.113556.1.4.803:=2)", impWith(jdoe, "userAccountControl", "512"), false},
+		{"an ordering match compares integers as numbers", "(uSNChanged>=10)", impWith(jdoe, "uSNChanged", "9"), false},
+		{"approximate match is equality", "(sn~=DOE)", jdoe, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -85,9 +89,9 @@ func TestExcludeFilterRefused(t *testing.T) {
 	tests := []struct {
 		name, filter, wantErr string
 	}{
-		{"a bitwise matching rule is refused, not ignored", "(userAccountControl:1.2.840.113556.1.4.803:=2)", "Extensible Match"},
-		{"an ordering match is refused", "(uSNChanged>=10)", "Greater Or Equal"},
-		{"an unsupported item inside not is refused", "(!(sn~=doe))", "Approx Match"},
+		{"nested membership is refused: the view holds no groups", "(memberOf:1.2.840.113556.1.4.1941:=CN=PBX-Users,DC=x)", "nested group membership"},
+		{"nested membership inside not is refused too", "(!(memberOf:1.2.840.113556.1.4.1941:=CN=PBX-Users,DC=x))", "nested group membership"},
+		{"an unknown matching rule is refused, not ignored", "(sn:caseExactMatch:=Doe)", "matching rule"},
 		{"a malformed filter is refused", "(sn=doe", "exclude_filter"},
 	}
 	for _, tc := range tests {
