@@ -1,6 +1,8 @@
 package proxy
 
-// Paged searches (RFC 2696) relayed to AD. AD's paging cookie belongs to the
+// Paged searches (RFC 2696) relayed to AD or read from the directory view
+// (viewsearch.go: the same cookies and bounds, pages from one snapshot of the
+// view, no upstream connection). AD's paging cookie belongs to the
 // connection that issued it, so the listener relays a client's paged search
 // page by page on one upstream service connection (upstream.PagedSearch holds
 // it and AD's cookie), and gives the client an opaque random cookie of its own
@@ -21,6 +23,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/go-ldap/ldap/v3"
 	"github.com/jimlambrt/gldap"
 	"go.uber.org/zap"
 
@@ -42,11 +45,27 @@ var (
 // cookieBytes is the length of the listener's own paging cookies.
 const cookieBytes = 16
 
+// pageSource is where a paged search's pages come from: AD, on the upstream
+// connection an *upstream.PagedSearch holds, or the directory view
+// (viewPages).
+type pageSource interface {
+	// Next returns the next page of at most pageSize entries (capped at AD's
+	// MaxPageSize) and whether the search is complete.
+	Next(ctx context.Context, pageSize uint32) (*ldap.SearchResult, bool, error)
+	// Close ends the search and releases what it holds.
+	Close()
+	// DC is the DC the pages come from ("" for the view).
+	DC() string
+}
+
+var _ pageSource = (*upstream.PagedSearch)(nil)
+
 // pagedSearch is one client's paged search being relayed.
 type pagedSearch struct {
-	id  string // the client's cookie
-	key string // the search it belongs to (searchKey)
-	up  *upstream.PagedSearch
+	id     string // the client's cookie
+	key    string // the search it belongs to (searchKey)
+	up     pageSource
+	source string // sourceAD or sourceView, for the log
 
 	// The fields below are guarded by the connection's connPages.mu.
 	busy  bool   // a page is being relayed
@@ -108,8 +127,24 @@ func (s *searcher) firstPage(ctx context.Context, w *gldap.ResponseWriter, r *gl
 	if err := s.reservePaged(st); err != nil {
 		return nil, err
 	}
-	res, up, dc, err := s.dir.StartPaged(ctx, q.req, q.paging.PagingSize)
-	sl.dc = dc
+	var (
+		res *ldap.SearchResult
+		up  pageSource
+		err error
+	)
+	if q.view != nil {
+		vp := &viewPages{ans: q.view.Result}
+		res, _, err = vp.Next(ctx, q.paging.PagingSize)
+		if !vp.over() {
+			up = vp
+		}
+	} else {
+		var ps *upstream.PagedSearch
+		res, ps, sl.dc, err = s.dir.StartPaged(ctx, q.req, q.paging.PagingSize)
+		if ps != nil {
+			up = ps // never a nil *PagedSearch in the interface
+		}
+	}
 	sl.entries = s.writeEntries(w, r, res)
 	if up == nil {
 		s.unreserve(st, true)
@@ -118,7 +153,7 @@ func (s *searcher) firstPage(ctx context.Context, w *gldap.ResponseWriter, r *gl
 		}
 		return pagedDone(r, ""), nil
 	}
-	ps := &pagedSearch{id: newCookie(), key: searchKey(q), up: up, pages: 1}
+	ps := &pagedSearch{id: newCookie(), key: searchKey(q), up: up, source: sl.source, pages: 1}
 	if !s.register(st, ps) {
 		// The client went away during the first page.
 		s.end(ps, "disconnect")
@@ -232,7 +267,7 @@ func (s *searcher) end(ps *pagedSearch, why string) {
 	ps.endOnce.Do(func() {
 		ps.up.Close()
 		<-s.slots
-		s.log.Debug("paged search ended", zap.String("why", why), zap.String("dc", ps.up.DC()), zap.Int("pages", ps.pages))
+		s.log.Debug("paged search ended", zap.String("why", why), zap.String("source", ps.source), zap.String("dc", ps.up.DC()), zap.Int("pages", ps.pages))
 	})
 }
 
@@ -282,6 +317,7 @@ func (s *searcher) nextPage(ctx context.Context, w *gldap.ResponseWriter, r *gld
 	ps.busy = true
 	ps.pages++
 	sl.page = ps.pages
+	sl.source = ps.source
 	if ps.timer != nil {
 		ps.timer.Stop()
 	}

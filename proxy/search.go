@@ -18,6 +18,8 @@ package proxy
 //   - attributes: only those in search.attributes ever come back, whatever was
 //     asked for ("*" means the allow-list, "1.1" none).
 //   - paging: see paging.go.
+//   - the directory view: with WithViewSearch, a search the view can answer
+//     exactly as AD would is answered from it (viewsearch.go).
 //
 // The proxy user's bind is checked by AD through the normal bind path, or,
 // when search.proxy_password is set, here against that local secret (and then
@@ -87,6 +89,7 @@ type SearchOption func(*searchOptions)
 type searchOptions struct {
 	afterFunc afterFunc
 	now       func() time.Time
+	view      ViewSearch
 }
 
 // afterFunc schedules f after d, like time.AfterFunc; tests replace it to fire
@@ -124,6 +127,7 @@ type searcher struct {
 	slots    chan struct{} // one per open paged search, across all clients
 	after    afterFunc
 	now      func() time.Time
+	view     ViewSearch // nil: every search goes to AD
 	log      *zap.Logger
 	auditLog *zap.Logger
 }
@@ -169,6 +173,7 @@ func newSearcher(set *searchSetup, log *zap.Logger) (*searcher, error) {
 		slots:    make(chan struct{}, sc.Paging.MaxOpen),
 		after:    o.afterFunc,
 		now:      o.now,
+		view:     o.view,
 		log:      log.Named("search"),
 		auditLog: auditLogger(log),
 	}
@@ -179,7 +184,11 @@ func newSearcher(set *searchSetup, log *zap.Logger) (*searcher, error) {
 		s.allow[strings.ToLower(a)] = true
 		s.allowed = append(s.allowed, a)
 	}
-	s.proxy, err = newProxyUser(cfg, set.dir, log)
+	var logins View
+	if v, ok := o.view.(View); ok {
+		logins = v
+	}
+	s.proxy, err = newProxyUser(cfg, set.dir, logins, log)
 	if err != nil {
 		return nil, err
 	}
@@ -193,6 +202,7 @@ type searchQuery struct {
 	attrs  []string
 	req    *ldap.SearchRequest
 	paging *gldap.ControlPaging // the client's paging control, nil if unpaged
+	view   *ViewAnswer          // the view's answer, nil when AD answers
 }
 
 // serve answers one search that is not a rootDSE read: it writes the entries
@@ -205,6 +215,10 @@ func (s *searcher) serve(ctx context.Context, w *gldap.ResponseWriter, r *gldap.
 		sl.filter, sl.paged = q.filter, q.paging != nil
 	}
 	var done *gldap.SearchResponseDone
+	if err == nil && (q.paging == nil || len(q.paging.Cookie) == 0) {
+		// A later page stays with the source of its first page (paging.go).
+		s.fromView(q, &sl)
+	}
 	if err == nil {
 		if q.paging != nil {
 			done, err = s.servePaged(ctx, w, r, q, st, &sl)
@@ -298,6 +312,9 @@ func (s *searcher) mayRead(ctx context.Context, st *connState) error {
 // serveUnpaged forwards an unpaged search. AD answers at most MaxPageSize
 // entries and then sizeLimitExceeded, which the client gets as it is.
 func (s *searcher) serveUnpaged(ctx context.Context, w *gldap.ResponseWriter, r *gldap.Request, q *searchQuery, sl *searchLog) (*gldap.SearchResponseDone, error) {
+	if q.view != nil {
+		return s.serveFromView(w, r, q, sl), nil
+	}
 	res, dc, err := s.dir.Search(ctx, q.req)
 	sl.dc = dc
 	sl.entries = s.writeEntries(w, r, res)
@@ -426,10 +443,17 @@ type searchLog struct {
 	paged   bool
 	page    int // page number within a paged search, from 1
 	entries int
-	dc      string
-	code    int
-	err     error
-	dur     time.Duration
+	// source is sourceView or sourceAD once the search got that far; the
+	// view* fields say how the view answered, or why it did not.
+	source     string
+	viewRule   string
+	viewStale  bool
+	viewAge    time.Duration
+	viewReason string
+	dc         string
+	code       int
+	err        error
+	dur        time.Duration
 }
 
 // record writes the one log line of a search. Values from the client are
@@ -448,6 +472,16 @@ func (s *searcher) record(st *connState, sl searchLog) {
 	}
 	if sl.page > 0 {
 		fields = append(fields, zap.Int("page", sl.page))
+	}
+	if sl.source != "" {
+		fields = append(fields, zap.String("source", sl.source))
+	}
+	switch {
+	case sl.source == sourceView && sl.viewRule != "":
+		fields = append(fields, zap.String("view_rule", sl.viewRule), zap.Bool("stale", sl.viewStale),
+			zap.Duration("view_age", sl.viewAge.Round(time.Second)))
+	case sl.viewReason != "":
+		fields = append(fields, zap.String("view_miss", logSafe(sl.viewReason)))
 	}
 	level := zapcore.InfoLevel
 	if sl.err != nil {
@@ -490,7 +524,7 @@ type proxyUser struct {
 	netbios  string
 }
 
-func newProxyUser(cfg configs.Config, dir Searcher, log *zap.Logger) (*proxyUser, error) {
+func newProxyUser(cfg configs.Config, dir Searcher, view View, log *zap.Logger) (*proxyUser, error) {
 	name := strings.TrimSpace(cfg.Search.ProxyUser)
 	if name == "" {
 		name = strings.TrimSpace(cfg.Upstream.BindDN)
@@ -501,7 +535,11 @@ func newProxyUser(cfg configs.Config, dir Searcher, log *zap.Logger) (*proxyUser
 	}
 	p := &proxyUser{login: login, netbios: cfg.Upstream.NetBIOSDomain}
 	if cfg.Search.ProxyPassword == "" {
-		p.resolver, err = NewResolver(cfg.Upstream, cfg.Cache.DN, dir, log)
+		var opts []AuthOption
+		if view != nil {
+			opts = append(opts, WithView(view))
+		}
+		p.resolver, err = NewResolver(cfg.Upstream, cfg.Cache.DN, dir, log, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("search.proxy_user: %w", err)
 		}

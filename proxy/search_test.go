@@ -39,6 +39,7 @@ type searchBed struct {
 type searchSetupT struct {
 	users  int                   // bulk users to seed
 	change func(*configs.Config) // changes to the gateway's configuration
+	opts   []SearchOption        // more options of WithSearch
 }
 
 func newSearchBed(t *testing.T, set searchSetupT) *searchBed {
@@ -89,7 +90,7 @@ func newSearchBed(t *testing.T, set searchSetupT) *searchBed {
 		t.Fatal(err)
 	}
 	b.srv, err = NewServer(cfg.Listen, cfg.Upstream.BaseDN, auth, log,
-		WithSearch(cfg, b.cluster, func(o *searchOptions) { o.afterFunc = b.timers.after }))
+		WithSearch(cfg, b.cluster, append([]SearchOption{func(o *searchOptions) { o.afterFunc = b.timers.after }}, set.opts...)...))
 	if err != nil {
 		t.Fatal(err)
 	}
