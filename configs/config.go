@@ -312,6 +312,12 @@ type Sync struct {
 	// StaleAfter is how old the view may be and still answer the PBX's searches
 	// and the resolver's lookups; older, they go to AD. Default 15m.
 	StaleAfter time.Duration `yaml:"stale_after"`
+	// OutageMaxAge is how old the view may be and still answer the PBX's
+	// searches while no DC is usable (every breaker open): the last good view
+	// keeps pascom's import and search-then-bind lookups working through an
+	// outage, and those answers are logged as stale. Logins are never
+	// resolved from a stale view. 0 disables it. Default 24h.
+	OutageMaxAge time.Duration `yaml:"outage_max_age"`
 }
 
 // Import configures the user import built from the view (pascom's "AD User
@@ -440,6 +446,7 @@ func Default() Config {
 			MaxEntries:       200000,
 			MaxDeletePercent: 10,
 			StaleAfter:       15 * time.Minute,
+			OutageMaxAge:     24 * time.Hour,
 		},
 		Import: Import{
 			Mode:            "create_update_remove",

@@ -70,6 +70,9 @@ func (s *Sync) validate(p *problems, upstreamBase string) {
 		p.addf("sync.max_delete_percent", "must be between 0 and 100, not %g (default 10)", s.MaxDeletePercent)
 	}
 	checkPositive(p, "sync.stale_after", s.StaleAfter, "15m")
+	if s.OutageMaxAge < 0 {
+		p.addf("sync.outage_max_age", "must be 0 (never answer from a stale view) or positive, not %s (default 24h)", s.OutageMaxAge)
+	}
 }
 
 // validate checks the import's mode and sinks.

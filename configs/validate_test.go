@@ -388,6 +388,11 @@ func TestValidate(t *testing.T) {
 			wantErrContains: "config: sync.max_delete_percent:",
 		},
 		{
+			name:            "a negative outage age is refused",
+			mutate:          func(_ *testing.T, c *Config) { c.Sync.OutageMaxAge = -time.Hour },
+			wantErrContains: "config: sync.outage_max_age:",
+		},
+		{
 			name:            "an unknown import mode is refused",
 			mutate:          func(_ *testing.T, c *Config) { c.Import.Mode = "mirror" },
 			wantErrContains: `config: import.mode: "mirror" is not a mode`,
