@@ -41,6 +41,12 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/636) 2>/dev/null; then
 fi
 bash integration/samba/up.sh --users "$users"
 
+# systemd-analyze verifies configs/ldapgate.service (cmd/ldapgate's packaging test).
+if ! command -v systemd-analyze >/dev/null; then
+	step "installing systemd for systemd-analyze"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends systemd
+fi
+
 step "unit tests (-race)"
 go test -race -count=1 ./...
 
