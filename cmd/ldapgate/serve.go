@@ -30,7 +30,10 @@ healthy domain controller. SIGHUP reloads the listener certificate.
 
 With sync.enabled (the default) it also keeps the directory view in
 <sync.data_dir> and runs the user import every sync.interval, like
-'ldapgate sync' does once.
+'ldapgate sync' does once. The PBX's searches (its import, its
+search-then-bind lookups) are answered from the view when that gives exactly
+what AD would (fresh within sync.stale_after; while every DC is down, up to
+sync.outage_max_age old), and logins are looked up in a fresh view before AD.
 
 A shutdown stops accepting, lets in-flight binds finish within
 listen.shutdown_timeout, stops the sync loop and closes the upstream
@@ -81,13 +84,17 @@ func serve(ctx context.Context, cfg *configs.Config, log *zap.Logger) error {
 		return fmt.Errorf("http.address: %w", err)
 	}
 
-	auth, err := proxy.NewAuth(*cfg, cluster, log)
+	// Searches and login lookups answered from the view when it is exact:
+	// see view.go. Without a view both go to AD.
+	authViewOpts, searchViewOpts := viewOptions(cfg, syncSvc.view, cluster, log)
+
+	auth, err := proxy.NewAuth(*cfg, cluster, log, authViewOpts...)
 	if err != nil {
 		return err
 	}
 	info, _ := debug.ReadBuildInfo()
 	srv, err := proxy.NewServer(cfg.Listen, cfg.Upstream.BaseDN, auth, log, proxy.WithVendorVersion(buildVersion(version, info)),
-		proxy.WithSearch(*cfg, cluster))
+		proxy.WithSearch(*cfg, cluster, searchViewOpts...))
 	if err != nil {
 		return err
 	}
