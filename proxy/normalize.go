@@ -193,7 +193,14 @@ func formatDN(dn *ldap.DN, fold bool) string {
 			if fold {
 				typ, val = strings.ToLower(typ), strings.ToLower(val)
 			}
-			parts[j] = typ + "=" + ldap.EscapeDN(val)
+			esc := ldap.EscapeDN(val)
+			if strings.HasSuffix(esc, `\ `) {
+				// A trailing space escaped as "\ " would be cut off by the
+				// TrimSpace of a login typed with this DN (found by
+				// FuzzParseLogin); "\20" is the same value and survives.
+				esc = esc[:len(esc)-2] + `\20`
+			}
+			parts[j] = typ + "=" + esc
 		}
 		if fold {
 			slices.Sort(parts)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unicode"
 
 	ber "github.com/go-asn1-ber/asn1-ber"
 	"github.com/go-ldap/ldap/v3"
@@ -149,6 +150,26 @@ func equalityValue(t testing.TB, filter string) (attr, value string) {
 	return ber.DecodeString(p.Children[0].Data.Bytes()), ber.DecodeString(p.Children[1].Data.Bytes())
 }
 
+// trimmed reports whether a login's Value has no space at either end that is
+// not part of it: a DN's attribute value may end with a space, escaped (RFC
+// 4514: "CN=x\ " is the value "x "), and then an odd number of backslashes
+// precedes it.
+func trimmed(l Login) bool {
+	v := l.Value
+	if strings.TrimLeftFunc(v, unicode.IsSpace) != v {
+		return false
+	}
+	rest := strings.TrimRightFunc(v, unicode.IsSpace)
+	if rest == v {
+		return true
+	}
+	if l.Kind != LoginDN || len(v)-len(rest) != 1 || v[len(v)-1] != ' ' {
+		return false
+	}
+	backslashes := len(rest) - len(strings.TrimRight(rest, `\`))
+	return backslashes%2 == 1
+}
+
 func FuzzParseLogin(f *testing.F) {
 	for _, s := range []string{
 		"jdoe", " JDoe ", "jdoe@aadds.example.test", `AADDS\jdoe`, testbed.JDoe.DN(), testbed.SOBrien.DN(),
@@ -165,7 +186,7 @@ func FuzzParseLogin(f *testing.F) {
 			}
 			return
 		}
-		if l.Value == "" || l.Value != strings.TrimSpace(l.Value) || !strings.HasPrefix(l.Key, l.Kind.String()+":") {
+		if l.Value == "" || !trimmed(l) || !strings.HasPrefix(l.Key, l.Kind.String()+":") {
 			t.Fatalf("accepted login %+v is malformed", l)
 		}
 		if checkText(l.Value) != nil {
@@ -191,4 +212,21 @@ func FuzzParseLogin(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestADNWithATrailingSpaceInAValueParsesBackToItself(t *testing.T) {
+	t.Parallel()
+	// Found by FuzzParseLogin: "\ " at the end of the normalised DN was cut
+	// off by the TrimSpace of a login typed with it.
+	l, err := ParseLogin(`CN=Trailing\20,OU=AADDC Users,DC=aadds,DC=example,DC=test`, testbed.NetBIOS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := ParseLogin(l.Value, testbed.NetBIOS)
+	if err != nil || again.Key != l.Key || again.Value != l.Value {
+		t.Errorf("ParseLogin(%q) = %+v, %v; want %+v", l.Value, again, err, l)
+	}
+	if dn, err := ldap.ParseDN(l.Value); err != nil || dn.RDNs[0].Attributes[0].Value != "Trailing " {
+		t.Errorf("the normalised DN %q names %v (%v), want the value %q", l.Value, dn, err, "Trailing ")
+	}
 }
