@@ -84,6 +84,8 @@ type connPages struct {
 	pending int    // first pages running that may become open searches
 	clock   uint64 // ticks on every use, for least-recently-used order
 	closed  bool   // the connection is gone: nothing new may open
+	ending  int    // searches endAll took out of open and is still ending
+	ended   *sync.Cond
 }
 
 // searchKey identifies a search request for RFC 2696's rule that every page
@@ -272,7 +274,10 @@ func (s *searcher) end(ps *pagedSearch, why string) {
 }
 
 // endAll ends every paged search of a connection; closed also keeps new ones
-// from opening (the client disconnected).
+// from opening (the client disconnected). It returns once they have all
+// ended, also those another endAll of the connection took (Shutdown and the
+// disconnect of the same connection race: gldap calls its close callback
+// after Stop stopped waiting for the connection).
 func (s *searcher) endAll(st *connState, why string, closed bool) {
 	pg := &st.pages
 	pg.mu.Lock()
@@ -284,9 +289,20 @@ func (s *searcher) endAll(st *connState, why string, closed bool) {
 		s.forgetLocked(pg, ps)
 		all = append(all, ps)
 	}
+	pg.ending += len(all)
 	pg.mu.Unlock()
 	for _, ps := range all {
 		s.end(ps, why)
+	}
+	pg.mu.Lock()
+	defer pg.mu.Unlock()
+	if pg.ended == nil {
+		pg.ended = sync.NewCond(&pg.mu)
+	}
+	pg.ending -= len(all)
+	pg.ended.Broadcast()
+	for pg.ending > 0 {
+		pg.ended.Wait()
 	}
 }
 

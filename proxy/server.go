@@ -567,16 +567,20 @@ func (s *Server) state(k connKey) *connState {
 	return s.conns[k]
 }
 
-// forget drops a connection's state when gldap closes it, and ends its paged
-// searches.
+// forget ends a connection's paged searches when gldap closes it, and then
+// drops its state. gldap calls it after Stop has stopped waiting for the
+// connection, so it may run during Shutdown: the state stays visible to
+// Shutdown until its paged searches have ended.
 func (s *Server) forget(k connKey) {
 	s.mu.Lock()
 	st := s.conns[k]
-	delete(s.conns, k)
 	s.mu.Unlock()
 	if st != nil && s.srch != nil {
 		s.srch.endAll(st, "disconnect", true)
 	}
+	s.mu.Lock()
+	delete(s.conns, k)
+	s.mu.Unlock()
 }
 
 // acquire takes an in-flight slot without waiting.
