@@ -76,7 +76,8 @@ func serve(ctx context.Context, cfg *configs.Config, log *zap.Logger) error {
 
 	// The directory view and the user import ("automate"), beside the
 	// listener: see startSync in sync.go. Stopped after the listener.
-	syncSvc := startSync(ctx, cfg, cluster, log)
+	watch := &credentialWatch{}
+	syncSvc := startSync(ctx, cfg, cluster, watch, log)
 	defer syncSvc.stop()
 
 	web, err := startHTTP(cfg, syncSvc.importer, log)
@@ -92,6 +93,9 @@ func serve(ctx context.Context, cfg *configs.Config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
+	// Close writes the offline credential file one last time.
+	defer func() { _ = auth.Close() }()
+	watch.setForget(auth.ForgetUser)
 	info, _ := debug.ReadBuildInfo()
 	srv, err := proxy.NewServer(cfg.Listen, cfg.Upstream.BaseDN, auth, log, proxy.WithVendorVersion(buildVersion(version, info)),
 		proxy.WithSearch(*cfg, cluster, searchViewOpts...))

@@ -286,7 +286,7 @@ type syncService struct {
 // A sync loop that cannot start (the view held by another process, a data
 // directory ldapgate may not write) is logged as an error and the gateway
 // serves binds without it: authentication does not depend on the view.
-func startSync(ctx context.Context, cfg *configs.Config, cluster *upstream.Cluster, log *zap.Logger) *syncService {
+func startSync(ctx context.Context, cfg *configs.Config, cluster *upstream.Cluster, watch *credentialWatch, log *zap.Logger) *syncService {
 	none := &syncService{stop: func() {}}
 	if !cfg.Sync.Enabled {
 		return none
@@ -300,7 +300,7 @@ func startSync(ctx context.Context, cfg *configs.Config, cluster *upstream.Clust
 	if err == nil {
 		var imp importRun
 		var s *usersync.Syncer
-		if s, err = usersync.NewSyncer(cfg.Sync, cluster, view, log, usersync.WithImport(imp.hook(im))); err == nil {
+		if s, err = usersync.NewSyncer(cfg.Sync, cluster, view, log, usersync.WithImport(watch.wrap(imp.hook(im)))); err == nil {
 			return runLoop(ctx, s, im, cfg, log)
 		}
 	}
