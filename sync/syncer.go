@@ -267,8 +267,21 @@ func (s *Syncer) full(ctx context.Context, st State, r *Result) (*change, error)
 	}
 	snap := s.view.snapshot()
 	ch := &change{state: s.stateAfter(info, st, KindFull)}
-	for _, g := range sortedKeys(fresh) {
-		e := fresh[g]
+	ch.merge(snap, fresh, r)
+	for _, e := range snap.sorted {
+		if fresh[e.GUID] == nil {
+			r.Removed = append(r.Removed, e.GUID)
+			ch.remove = append(ch.remove, e.GUID)
+		}
+	}
+	return ch, nil
+}
+
+// merge queues every read entry that is new or differs from the snapshot,
+// counting it in r as added or (when more than its USNs moved) changed.
+func (ch *change) merge(snap *snapshot, read map[string]*Entry, r *Result) {
+	for _, g := range sortedKeys(read) {
+		e := read[g]
 		old := snap.byGUID[g]
 		switch {
 		case old == nil:
@@ -281,13 +294,6 @@ func (s *Syncer) full(ctx context.Context, st State, r *Result) (*change, error)
 			ch.put = append(ch.put, e)
 		}
 	}
-	for _, e := range snap.sorted {
-		if fresh[e.GUID] == nil {
-			r.Removed = append(r.Removed, e.GUID)
-			ch.remove = append(ch.remove, e.GUID)
-		}
-	}
-	return ch, nil
 }
 
 // incremental reads the changes since st and merges them into the view.
@@ -298,20 +304,7 @@ func (s *Syncer) incremental(ctx context.Context, st State, r *Result) (*change,
 	}
 	snap := s.view.snapshot()
 	ch := &change{state: s.stateAfter(info, st, KindIncremental)}
-	for _, g := range sortedKeys(put) {
-		e := put[g]
-		old := snap.byGUID[g]
-		switch {
-		case old == nil:
-			r.Added = append(r.Added, g)
-			ch.put = append(ch.put, e)
-		case !identical(old, e):
-			if !sameEntry(old, e) {
-				r.Changed = append(r.Changed, g)
-			}
-			ch.put = append(ch.put, e)
-		}
-	}
+	ch.merge(snap, put, r)
 	slices.Sort(remove)
 	for _, g := range slices.Compact(remove) {
 		if snap.byGUID[g] != nil {
