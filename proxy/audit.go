@@ -20,12 +20,30 @@ func auditLogger(log *zap.Logger) *zap.Logger {
 	return log.Named("audit").With(zap.String("event", "auth"))
 }
 
-// record writes the audit line of one bind decision. Refusals are Info (a
+// firstLogger returns the first non-nil logger.
+func firstLogger(ls ...*zap.Logger) *zap.Logger {
+	for _, l := range ls {
+		if l != nil {
+			return l
+		}
+	}
+	return zap.NewNop()
+}
+
+// record writes the audit line of one bind decision and tells the observer. Refusals are Info (a
 // wrong password is not the gateway's error), the local ones of the lockout
 // guard included; outages, rate limiting and every decision of the offline
 // credential cache (offline: true) are Warn: an admin must see that binds were
 // accepted without AD. The password is not a parameter: it cannot get here.
 func (a *Auth) record(c Client, name string, d Decision) {
+	writeAudit(a.audit, c, name, d)
+	if a.observer != nil {
+		a.observer(c, d)
+	}
+}
+
+// writeAudit writes the audit line of one decision to l.
+func writeAudit(l *zap.Logger, c Client, name string, d Decision) {
 	fields := []zap.Field{
 		zap.String("client", c.Addr),
 		zap.Int("conn_id", c.ConnID),
@@ -48,7 +66,7 @@ func (a *Auth) record(c Client, name string, d Decision) {
 	case d.Offline, d.Reason == ReasonUnavailable, d.Reason == ReasonBusy, d.Reason == ReasonRateLimited:
 		level = zapcore.WarnLevel
 	}
-	a.audit.Log(level, "bind", fields...)
+	l.Log(level, "bind", fields...)
 }
 
 // logSafe makes a client-supplied string fit for a log line: control and other

@@ -214,3 +214,29 @@ func FuzzLogSafe(f *testing.F) {
 		}
 	})
 }
+
+func TestAuditSinkAndObserver(t *testing.T) {
+	t.Parallel()
+	processLog, _, processLines := debugLoggers()
+	auditLog, _, auditLines := debugLoggers()
+	var mu sync.Mutex
+	var seen []Decision
+	a := newFakeAuth(t, newFakeDir(), processLog, WithAuditLogger(auditLog), WithObserver(func(_ Client, d Decision) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, d)
+	}))
+	a.Bind(context.Background(), authTestClient, "jdoe", testbed.JDoe.Password)
+	a.Bind(context.Background(), authTestClient, "jdoe", "wrong")
+	if n := auditLines.FilterField(zap.String("event", "auth")).Len(); n != 2 {
+		t.Errorf("audit sink lines = %d, want 2", n)
+	}
+	if n := processLines.FilterField(zap.String("event", "auth")).Len(); n != 0 {
+		t.Errorf("the process log got %d audit lines, want none with an audit sink of its own", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 2 || seen[0].Code != 0 || seen[1].Code != 49 || seen[1].ADCode != "52e" {
+		t.Errorf("observer saw %+v, want a success then a 49 with 52e", seen)
+	}
+}

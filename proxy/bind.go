@@ -33,10 +33,12 @@ type Directory interface {
 type AuthOption func(*authOptions)
 
 type authOptions struct {
-	view    View
-	now     func() time.Time
-	timeout time.Duration
-	sleep   Sleeper
+	view     View
+	now      func() time.Time
+	timeout  time.Duration
+	sleep    Sleeper
+	audit    *zap.Logger
+	observer Observer
 }
 
 func buildOptions(opts []AuthOption) authOptions {
@@ -60,6 +62,19 @@ func WithClock(now func() time.Time) AuthOption {
 	}
 }
 
+// Observer is told of every bind decision right after its audit line is
+// written: the metrics and the status page count decisions with it. It runs on
+// the request's goroutine, so it must be quick and must not block.
+type Observer func(c Client, d Decision)
+
+// WithAuditLogger writes the audit lines (one per bind decision) to l, a
+// logger of its own sink (audit.output), instead of the process log's "audit"
+// logger. nil keeps the default.
+func WithAuditLogger(l *zap.Logger) AuthOption { return func(o *authOptions) { o.audit = l } }
+
+// WithObserver calls f with every bind decision (see Observer).
+func WithObserver(f Observer) AuthOption { return func(o *authOptions) { o.observer = f } }
+
 // WithTimeout bounds one whole bind, lookup and upstream bind together
 // (default configs.Upstream.OpTimeout).
 func WithTimeout(d time.Duration) AuthOption { return func(o *authOptions) { o.timeout = d } }
@@ -79,6 +94,7 @@ type Auth struct {
 	guard      *lockoutGuard
 	offline    *offlineCache
 	audit      *zap.Logger
+	observer   Observer
 
 	negativeHits, budgetRefusals, rateLimited atomic.Uint64
 }
@@ -126,7 +142,8 @@ func NewAuth(cfg configs.Config, dir Directory, log *zap.Logger, opts ...AuthOpt
 		minFailure: max(cfg.Lockout.MinFailureLatency, 0),
 		guard:      guard,
 		offline:    offline,
-		audit:      auditLogger(log),
+		audit:      auditLogger(firstLogger(o.audit, log)),
+		observer:   o.observer,
 	}, nil
 }
 

@@ -90,6 +90,16 @@ type searchOptions struct {
 	afterFunc afterFunc
 	now       func() time.Time
 	view      ViewSearch
+	audit     *zap.Logger
+	observer  Observer
+}
+
+// WithSearchAudit sends the audit lines of the proxy user's local-secret binds
+// (search.proxy_password) to l instead of the process log's "audit" logger
+// (nil keeps it), and tells f of each decision (nil: nobody), as
+// WithAuditLogger and WithObserver do for the bind path.
+func WithSearchAudit(l *zap.Logger, f Observer) SearchOption {
+	return func(o *searchOptions) { o.audit, o.observer = l, f }
 }
 
 // afterFunc schedules f after d, like time.AfterFunc; tests replace it to fire
@@ -130,6 +140,7 @@ type searcher struct {
 	view     ViewSearch // nil: every search goes to AD
 	log      *zap.Logger
 	auditLog *zap.Logger
+	observer Observer
 }
 
 func newSearcher(set *searchSetup, log *zap.Logger) (*searcher, error) {
@@ -175,7 +186,8 @@ func newSearcher(set *searchSetup, log *zap.Logger) (*searcher, error) {
 		now:      o.now,
 		view:     o.view,
 		log:      log.Named("search"),
-		auditLog: auditLogger(log),
+		auditLog: auditLogger(firstLogger(o.audit, log)),
+		observer: o.observer,
 	}
 	for _, a := range sc.Attributes {
 		if strings.EqualFold(a, "dn") || s.allow[strings.ToLower(a)] {
@@ -609,16 +621,10 @@ func (s *searcher) localBind(c Client, name, password string) (out BindOutcome, 
 		reason = ReasonLocalProxyRefused
 		out = BindOutcome{Code: codeInvalidCredentials, Diagnostic: DiagInvalidCredentials}
 	}
-	s.auditLog.Info("bind",
-		zap.String("client", c.Addr),
-		zap.Int("conn_id", c.ConnID),
-		zap.String("login", logSafe(name)),
-		zap.String("user", p.login.Value),
-		zap.Int("result", out.Code),
-		zap.String("reason", string(reason)),
-		zap.String("ad_code", ""),
-		zap.String("dc", ""),
-		zap.Duration("dur", s.now().Sub(start)),
-		zap.Bool("cache_hit", false))
+	d := Decision{BindOutcome: out, Reason: reason, User: p.login.Value, Dur: s.now().Sub(start)}
+	writeAudit(s.auditLog, c, name, d)
+	if s.observer != nil {
+		s.observer(c, d)
+	}
 	return out, true
 }
