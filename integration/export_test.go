@@ -15,26 +15,11 @@ import (
 // and serves the import at /export/users.csv, fetched here with curl.
 func TestExportServesPascomsCSVFromSamba(t *testing.T) {
 	g := startProcGateway(t, "export", nil)
-	var httpAddr string
-	deadline := time.Now().Add(startWithin)
-	for httpAddr == "" {
-		for _, l := range readLog(t, g.logPath) {
-			if l.str("msg") == "http listener started" {
-				httpAddr = l.str("listen")
-			}
-		}
-		if httpAddr == "" {
-			if time.Now().After(deadline) {
-				t.Fatalf("the gateway did not log its http listener within %s; its log:\n%s", startWithin, tail(g.logPath))
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	url := "http://" + httpAddr + "/export/users.csv"
+	url := "http://" + g.httpAddr(t) + "/export/users.csv"
 
 	// The first sync runs at start; until it is applied the export is 404.
 	var headers, body string
-	deadline = time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		out, err := exec.Command("curl", "-s", "-D", "-", url).CombinedOutput()
 		if err != nil {

@@ -226,6 +226,24 @@ func startProcGateway(t *testing.T, name string, changes map[string]any) *procGa
 	return g
 }
 
+// httpAddr returns the admin/export HTTP listener's host:port, from the log
+// line the gateway writes once it listens.
+func (g *procGateway) httpAddr(t *testing.T) string {
+	t.Helper()
+	deadline := time.Now().Add(startWithin)
+	for {
+		for _, l := range readLog(t, g.logPath) {
+			if l.str("msg") == "http listener started" {
+				return l.str("listen")
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway did not log its http listener within %s; its log:\n%s", startWithin, tail(g.logPath))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // alive reports whether the process still runs.
 func (g *procGateway) alive() bool {
 	select {
