@@ -47,6 +47,13 @@ if ! command -v systemd-analyze >/dev/null; then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends systemd
 fi
 
+# Headless Chromium drives the admin status page (integration/statuspage_test.go).
+if [ ! -x /usr/bin/chromium ]; then
+	step "installing chromium for the status page test"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null ||
+		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null; }
+fi
+
 step "unit tests (-race)"
 go test -race -count=1 ./...
 
