@@ -43,6 +43,9 @@ type Config struct {
 	HTTP HTTP `yaml:"http"`
 	// Log is the process log.
 	Log Log `yaml:"log"`
+	// Audit is where the audit log (one line per authentication decision)
+	// goes.
+	Audit Audit `yaml:"audit"`
 	// Search is how the listener answers searches: who may search, where,
 	// which attributes come back and the bounds on paged searches.
 	Search Search `yaml:"search"`
@@ -366,6 +369,17 @@ type HTTP struct {
 	BasicUser string `yaml:"basic_user"`
 	// BasicPassword is the basic-auth password; may be "${ENV}".
 	BasicPassword Secret `yaml:"basic_password"`
+}
+
+// Audit configures the audit log: one JSON line per authentication decision
+// (client, conn_id, login, user, result, reason, ad_code, dc, dur, cache_hit,
+// offline, ts), never a password.
+type Audit struct {
+	// Output is where the lines go: "" (the default) keeps them in the process
+	// log under the logger "audit", in its format; "stdout" or "stderr", or an
+	// absolute file path (opened for appending, created mode 0600, reopened on
+	// SIGHUP for log rotation) give them a sink of their own, always JSON.
+	Output string `yaml:"output"`
 }
 
 // Log configures the process log.
