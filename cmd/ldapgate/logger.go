@@ -34,10 +34,7 @@ func newLogger(w io.Writer, format, level string) (*zap.Logger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--log-level: %q is not one of debug, info, warn, error", level)
 	}
-	ec := zap.NewProductionEncoderConfig()
-	ec.TimeKey = "ts"
-	ec.EncodeTime = zapcore.ISO8601TimeEncoder
-	ec.EncodeDuration = zapcore.StringDurationEncoder
+	ec := logEncoderConfig()
 	var enc zapcore.Encoder
 	switch format {
 	case "json":
@@ -50,4 +47,14 @@ func newLogger(w io.Writer, format, level string) (*zap.Logger, error) {
 	}
 	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl)
 	return zap.New(core, zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w)))), nil
+}
+
+// logEncoderConfig is the shape of every log line ldapgate writes: "ts" as
+// ISO 8601, durations as strings ("1.5s").
+func logEncoderConfig() zapcore.EncoderConfig {
+	ec := zap.NewProductionEncoderConfig()
+	ec.TimeKey = "ts"
+	ec.EncodeTime = zapcore.ISO8601TimeEncoder
+	ec.EncodeDuration = zapcore.StringDurationEncoder
+	return ec
 }

@@ -26,7 +26,8 @@ func serveCommand() *command {
 with plain LDAP (or LDAPS/StartTLS when configured); ldapgate maps the login
 (sAMAccountName, UPN, DOMAIN\user or DN) to the user's DN with a search made as
 the service account, and forwards the bind over verified LDAPS to the first
-healthy domain controller. SIGHUP reloads the listener certificate.
+healthy domain controller. SIGHUP reloads the listener certificate (and
+reopens the audit.output file).
 
 With sync.enabled (the default) it also keeps the directory view in
 <sync.data_dir> and runs the user import every sync.interval, like
@@ -89,7 +90,13 @@ func serve(ctx context.Context, cfg *configs.Config, log *zap.Logger) error {
 	// see view.go. Without a view both go to AD.
 	authViewOpts, searchViewOpts := viewOptions(cfg, syncSvc.view, cluster, log)
 
-	auth, err := proxy.NewAuth(*cfg, cluster, log, authViewOpts...)
+	// The audit lines' own sink (audit.output): see audit.go.
+	audit, err := openAudit(cfg.Audit, log)
+	if err != nil {
+		return err
+	}
+	defer audit.close()
+	auth, err := proxy.NewAuth(*cfg, cluster, log, append(authViewOpts, audit.authOption())...)
 	if err != nil {
 		return err
 	}
@@ -98,7 +105,7 @@ func serve(ctx context.Context, cfg *configs.Config, log *zap.Logger) error {
 	watch.setForget(auth.ForgetUser)
 	info, _ := debug.ReadBuildInfo()
 	srv, err := proxy.NewServer(cfg.Listen, cfg.Upstream.BaseDN, auth, log, proxy.WithVendorVersion(buildVersion(version, info)),
-		proxy.WithSearch(*cfg, cluster, searchViewOpts...))
+		proxy.WithSearch(*cfg, cluster, append(searchViewOpts, audit.searchOption())...))
 	if err != nil {
 		return err
 	}
