@@ -35,23 +35,21 @@ var errNotCounted = errors.New("not counted by the breaker")
 // (DIR_ERROR and the like), never as a verdict on the request. A refused service
 // bind counts as a success too: the DC answered, the configuration is wrong.
 //
-// The breaker opens after breaker.failures consecutive failures. Its gobreaker
+// The breaker opens after breaker.failures consecutive failures (read at each
+// failure, so Reconfigure changes it live). Its gobreaker
 // Timeout is tiny, so an open breaker is at once eligible for its half-open
 // request; user traffic never goes to a DC whose breaker is not closed (a
 // request that raced with the breaker opening gives the half-open slot back
 // unused), so that one half-open request is the probe, which the probe loop
 // sends every breaker.probe_interval. A successful probe closes the breaker (MaxRequests 1),
 // a failed one opens it again.
-func newBreaker(d *dc, failures int) *gobreaker.TwoStepCircuitBreaker[struct{}] {
-	if failures < 1 {
-		failures = 1
-	}
+func newBreaker(d *dc) *gobreaker.TwoStepCircuitBreaker[struct{}] {
 	return gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        d.url,
 		MaxRequests: 1,
 		Timeout:     time.Nanosecond,
 		ReadyToTrip: func(c gobreaker.Counts) bool {
-			return c.ConsecutiveFailures >= uint32(failures)
+			return c.ConsecutiveFailures >= uint32(max(d.c.config().Breaker.Failures, 1))
 		},
 		IsSuccessful: func(err error) bool { return classify(err) == answered },
 		IsExcluded:   func(err error) bool { return errors.Is(err, errNotCounted) },
@@ -68,7 +66,7 @@ func (d *dc) onStateChange(_ string, from, to gobreaker.State) {
 	case from == gobreaker.StateClosed:
 		d.log.Warn("upstream circuit opened: no traffic until a probe succeeds",
 			zap.String("upstream", d.url), zap.String("last_error", d.lastErrorText()),
-			zap.Duration("probe_interval", d.c.cfg.Breaker.ProbeInterval))
+			zap.Duration("probe_interval", d.c.config().Breaker.ProbeInterval))
 	case to == gobreaker.StateClosed:
 		d.log.Info("upstream circuit closed: taking traffic again", zap.String("upstream", d.url))
 	default:
@@ -114,19 +112,20 @@ func (d *dc) probe(ctx context.Context) {
 }
 
 func (d *dc) probeOnce(ctx context.Context) error {
-	pc, err := d.dialTLS(ctx)
+	set := d.set.Load()
+	pc, err := d.dialTLS(ctx, set.tls)
 	if err != nil {
 		return err
 	}
 	defer pc.close()
-	if err := d.serviceBind(ctx, pc); err != nil {
+	if err := d.serviceBind(ctx, pc, set.bindDN, set.bindPW); err != nil {
 		if errors.Is(err, ErrServiceBind) {
 			// The DC answered: it is up, the configuration is wrong.
 			return nil
 		}
 		return err
 	}
-	_, err = pc.run(ctx, d.c.cfg.OpTimeout, func(l *ldap.Conn) error {
+	_, err = pc.run(ctx, d.c.config().OpTimeout, func(l *ldap.Conn) error {
 		_, err := l.Search(rootDSERequest())
 		return err
 	})
@@ -140,19 +139,27 @@ func rootDSERequest() *ldap.SearchRequest {
 }
 
 // probeLoop probes every DC whose breaker is open and sweeps the pools, every
-// probe_interval, until ctx ends.
+// probe_interval, until ctx ends. After a Reconfigure (c.reconfigured) it
+// probes at once, so a DC whose settings were fixed is back without waiting,
+// and goes on with the new probe_interval.
 func (c *Cluster) probeLoop(ctx context.Context) {
 	defer close(c.loopDone)
-	t := time.NewTicker(c.cfg.Breaker.ProbeInterval)
+	interval := c.config().Breaker.ProbeInterval
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-c.reconfigured:
+			if next := c.config().Breaker.ProbeInterval; next != interval {
+				interval = next
+				t.Reset(interval)
+			}
 		case <-t.C:
-			c.probeAll(ctx)
-			c.sweep()
 		}
+		c.probeAll(ctx)
+		c.sweep()
 	}
 }
 
@@ -160,7 +167,7 @@ func (c *Cluster) probeLoop(ctx context.Context) {
 // probes to finish.
 func (c *Cluster) probeAll(ctx context.Context) {
 	var wg sync.WaitGroup
-	for _, d := range c.dcs {
+	for _, d := range c.cur.Load().dcs {
 		if d.drained.Load() || d.closed() {
 			continue
 		}
@@ -171,8 +178,9 @@ func (c *Cluster) probeAll(ctx context.Context) {
 
 // sweep recycles idle connections past their lifetime or idle limit.
 func (c *Cluster) sweep() {
-	for _, d := range c.dcs {
-		d.svc.sweep()
-		d.usr.sweep()
+	for _, d := range c.cur.Load().dcs {
+		set := d.set.Load()
+		set.svc.sweep()
+		set.usr.sweep()
 	}
 }

@@ -46,6 +46,15 @@
 // that the DC closed while it sat idle is replaced once, transparently, by a new
 // connection to the same DC when nothing had been written to it.
 //
+// # Reconfiguring
+//
+// Reconfigure replaces the configuration while requests run (ldapgate serve's
+// reload). The request path takes no lock: each request loads the DC list once,
+// from an atomic pointer. A DC whose URL stays keeps its breaker and counters,
+// and its pools as long as its connections would be made the same way; a DC
+// that leaves the list finishes what runs on it and closes its connections as
+// they come back.
+//
 // Referrals are never followed: go-ldap does not chase them, and Search drops the
 // search references (SearchResult.Referrals is always empty).
 //
@@ -76,18 +85,42 @@ import (
 // keepAlive is the TCP keepalive period of upstream connections.
 const keepAlive = 30 * time.Second
 
-// Cluster is the set of DCs of one configuration. It is safe for concurrent use.
+// Cluster is the set of DCs of one configuration, which Reconfigure replaces
+// while requests run. It is safe for concurrent use.
 type Cluster struct {
-	cfg  configs.Upstream
 	log  *zap.Logger
 	now  func() time.Time
 	dial DialFunc
-	dcs  []*dc
 
-	closed   atomic.Bool
-	stop     context.CancelFunc
-	loopDone chan struct{}
-	closeMu  sync.Mutex
+	// cur is the configuration and DC list requests use: loaded once per
+	// request, so a request sees one list from start to end, and replaced
+	// whole by Reconfigure. The request path takes no lock.
+	cur atomic.Pointer[generation]
+
+	closed       atomic.Bool
+	stop         context.CancelFunc
+	loopDone     chan struct{}
+	reconfigured chan struct{} // wakes the probe loop after Reconfigure (buffer 1)
+
+	// mu serialises Reconfigure and Close and guards retired.
+	mu sync.Mutex
+	// retired are the connection sets Reconfigure replaced or whose DC it
+	// removed, kept until nothing uses them so that Close can end them too,
+	// with the DC they belong to (for its paged searches).
+	retired []retiredSet
+}
+
+// generation is one configuration of the Cluster: cfg and its DCs in order of
+// preference. It is never changed once stored.
+type generation struct {
+	cfg configs.Upstream
+	dcs []*dc
+}
+
+// retiredSet is a connection set taken out of use, and its DC.
+type retiredSet struct {
+	d   *dc
+	set *connSet
 }
 
 // BindResult describes where and how a user bind ran.
@@ -151,49 +184,166 @@ type DCStats struct {
 // connection. cfg must be validated (configs fills the defaults); New refuses
 // values it cannot work with.
 func New(cfg configs.Upstream, log *zap.Logger, opts ...Option) (*Cluster, error) {
-	if err := check(cfg); err != nil {
-		return nil, fmt.Errorf("upstream: %w", err)
-	}
 	if log == nil {
 		log = zap.NewNop()
 	}
 	o := options{
-		now:  time.Now,
-		dial: (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: keepAlive}).DialContext,
+		now: time.Now,
+		// No Timeout: dialTLS bounds each dial with the upstream.dial_timeout
+		// in force, which Reconfigure may change.
+		dial: (&net.Dialer{KeepAlive: keepAlive}).DialContext,
 	}
 	for _, opt := range opts {
 		opt(&o)
 	}
+	c := &Cluster{
+		log:          log.Named("upstream"),
+		now:          o.now,
+		dial:         o.dial,
+		loopDone:     make(chan struct{}),
+		reconfigured: make(chan struct{}, 1),
+	}
+	next, err := c.prepare(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c.cur.Store(next.gen)
+	ctx, cancel := context.WithCancel(context.Background())
+	c.stop = cancel
+	go c.probeLoop(ctx)
+	return c, nil
+}
+
+// Reconfigure makes the Cluster use cfg from the next request on. It refuses
+// what New refuses, and then changes nothing. Otherwise:
+//
+//   - a DC whose URL stays in upstream.servers keeps its breaker, drain state
+//     and counters, and its pools too unless what its connections are made
+//     with changed (upstream.ca_file's certificates, the server name, the
+//     service account, the pool sizes): then it gets new pools and its
+//     connections are made anew;
+//   - a DC no longer listed gets no new requests; requests in flight on it
+//     finish, its paged searches run to their end, and its connections are
+//     closed as they come back;
+//   - a new DC starts fresh, as in New;
+//   - DCs are preferred in the new order;
+//   - timeouts, lifetimes, breaker.failures and breaker.probe_interval apply
+//     to the next operation, check or probe; DCs whose breaker is open are
+//     probed at once.
+//
+// Requests keep running throughout; none of them waits for Reconfigure or
+// fails because of it. After Close it returns ErrClosed.
+func (c *Cluster) Reconfigure(cfg configs.Upstream) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed.Load() {
+		return fmt.Errorf("upstream: reconfigure: %w", ErrClosed)
+	}
+	next, err := c.prepare(cfg)
+	if err != nil {
+		return err
+	}
+	for _, r := range next.replaced {
+		r.d.set.Store(r.next)
+	}
+	old := c.cur.Swap(next.gen)
+	for _, r := range next.replaced {
+		r.d.forgetServiceRefusal()
+		r.old.retire()
+		c.retired = append(c.retired, retiredSet{d: r.d, set: r.old})
+	}
+	kept := make(map[*dc]bool, len(next.gen.dcs))
+	for _, d := range next.gen.dcs {
+		kept[d] = true
+	}
+	for _, d := range old.dcs {
+		if !kept[d] {
+			set := d.set.Load()
+			set.retire()
+			c.retired = append(c.retired, retiredSet{d: d, set: set})
+		}
+	}
+	// Forget the retired sets nothing uses any more: no connection, no
+	// request, and no paged search of a removed DC.
+	c.retired = slices.DeleteFunc(c.retired, func(r retiredSet) bool {
+		return r.set.svc.unused() && r.set.usr.unused() && (kept[r.d] || r.d.pinnedCount() == 0)
+	})
+	select {
+	case c.reconfigured <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// plan is what prepare made of a configuration: the generation to store and
+// the connection sets of kept DCs to replace.
+type plan struct {
+	gen      *generation
+	replaced []replacement
+}
+
+// replacement is a kept DC's new connection set and the one it replaces.
+type replacement struct {
+	d         *dc
+	old, next *connSet
+}
+
+// prepare checks cfg, loads its CA bundle and builds the generation for it:
+// the current Cluster's DCs whose URL cfg still lists (with a new connection
+// set where it must change) and new DCs for the other URLs. It changes
+// nothing that requests use; c.mu is held, or c is not yet shared.
+func (c *Cluster) prepare(cfg configs.Upstream) (plan, error) {
+	if err := check(cfg); err != nil {
+		return plan{}, fmt.Errorf("upstream: %w", err)
+	}
 	roots, err := certs.LoadCAPool(cfg.CAFile)
 	if err != nil {
-		return nil, fmt.Errorf("upstream.ca_file: %w", err)
+		return plan{}, fmt.Errorf("upstream.ca_file: %w", err)
 	}
-	c := &Cluster{
-		cfg:      cfg,
-		log:      log.Named("upstream"),
-		now:      o.now,
-		dial:     o.dial,
-		loopDone: make(chan struct{}),
+	byURL := map[string]*dc{}
+	if cur := c.cur.Load(); cur != nil {
+		for _, d := range cur.dcs {
+			byURL[d.url] = d
+		}
 	}
+	cfg.Servers = slices.Clone(cfg.Servers) // the caller's slice may change later
+	p := plan{gen: &generation{}}
 	for i, s := range cfg.Servers {
 		addr, host, err := parseURL(s.URL)
 		if err != nil {
-			return nil, fmt.Errorf("upstream.servers[%d].url: %w", i, err)
+			return plan{}, fmt.Errorf("upstream.servers[%d].url: %w", i, err)
 		}
 		name := s.ServerName
 		if name == "" {
 			name = host
 		}
-		d := &dc{c: c, url: s.URL, addr: addr, tls: certs.ClientConfig(roots, name), log: c.log}
-		d.cb = newBreaker(d, cfg.Breaker.Failures)
-		d.svc = newPool(d, kindService, cfg.Pool.ServiceSize, d.serviceBind)
-		d.usr = newPool(d, kindBind, cfg.Pool.BindSize, nil)
-		c.dcs = append(c.dcs, d)
+		d := byURL[s.URL]
+		switch {
+		case d == nil:
+			d = &dc{c: c, url: s.URL, addr: addr, log: c.log}
+			d.cb = newBreaker(d)
+			d.set.Store(d.newConnSet(&cfg, roots, name))
+		case !d.set.Load().matches(&cfg, roots, name):
+			p.replaced = append(p.replaced, replacement{d: d, old: d.set.Load(), next: d.newConnSet(&cfg, roots, name)})
+		}
+		p.gen.dcs = append(p.gen.dcs, d)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	c.stop = cancel
-	go c.probeLoop(ctx)
-	return c, nil
+	p.gen.cfg = cfg
+	return p, nil
+}
+
+// config returns the configuration in force.
+func (c *Cluster) config() *configs.Upstream { return &c.cur.Load().cfg }
+
+// dcByURL returns the DC with this URL in the configuration in force, nil when
+// there is none.
+func (c *Cluster) dcByURL(url string) *dc {
+	for _, d := range c.cur.Load().dcs {
+		if d.url == url {
+			return d
+		}
+	}
+	return nil
 }
 
 // check refuses the values New cannot work with.
@@ -264,11 +414,11 @@ func (c *Cluster) Bind(ctx context.Context, dn, password string) (BindResult, er
 	}
 	var last attempt
 	var lastDC *dc
-	for _, d := range c.dcs {
+	for _, d := range c.cur.Load().dcs {
 		if !d.usable() {
 			continue
 		}
-		a := d.do(ctx, d.usr, func(l *ldap.Conn) error { return l.Bind(dn, password) })
+		a := d.do(ctx, d.set.Load().usr, func(l *ldap.Conn) error { return l.Bind(dn, password) })
 		if a.skipped {
 			continue
 		}
@@ -328,11 +478,9 @@ func (c *Cluster) SearchPaged(ctx context.Context, req *ldap.SearchRequest, page
 // ErrNoHealthyUpstream when that DC's breaker is open or the DC is drained, and
 // ErrUnknownServer for a URL that is not one of upstream.servers.
 func (c *Cluster) SearchPagedAt(ctx context.Context, url string, req *ldap.SearchRequest, pageSize uint32) (*ldap.SearchResult, error) {
-	for _, d := range c.dcs {
-		if d.url == url {
-			res, _, err := c.searchOn(ctx, []*dc{d}, pagedSearch(req, pageSize))
-			return res, err
-		}
+	if d := c.dcByURL(url); d != nil {
+		res, _, err := c.searchOn(ctx, []*dc{d}, pagedSearch(req, pageSize))
+		return res, err
 	}
 	return nil, fmt.Errorf("search at: %w: %q", ErrUnknownServer, url)
 }
@@ -349,7 +497,7 @@ func pagedSearch(req *ldap.SearchRequest, pageSize uint32) func(*ldap.Conn) (*ld
 }
 
 func (c *Cluster) search(ctx context.Context, run func(*ldap.Conn) (*ldap.SearchResult, error)) (*ldap.SearchResult, string, error) {
-	return c.searchOn(ctx, c.dcs, run)
+	return c.searchOn(ctx, c.cur.Load().dcs, run)
 }
 
 // searchOn runs a search on the first usable DC of dcs, failing over to the
@@ -369,7 +517,7 @@ func (c *Cluster) searchOn(ctx context.Context, dcs []*dc, run func(*ldap.Conn) 
 			continue
 		}
 		var res *ldap.SearchResult
-		a := d.do(ctx, d.svc, func(l *ldap.Conn) error {
+		a := d.do(ctx, d.set.Load().svc, func(l *ldap.Conn) error {
 			var err error
 			res, err = run(l)
 			return err
@@ -401,8 +549,9 @@ func (c *Cluster) searchOn(ctx context.Context, dcs []*dc, run func(*ldap.Conn) 
 
 // Stats returns a snapshot of every DC, in the configured order.
 func (c *Cluster) Stats() []DCStats {
-	out := make([]DCStats, 0, len(c.dcs))
-	for _, d := range c.dcs {
+	dcs := c.cur.Load().dcs
+	out := make([]DCStats, 0, len(dcs))
+	for _, d := range dcs {
 		out = append(out, d.stats())
 	}
 	return out
@@ -413,37 +562,43 @@ func (c *Cluster) Stats() []DCStats {
 // finish, and its idle connections are closed. It is for maintenance and for
 // testing failover.
 func (c *Cluster) SetDrained(url string, drained bool) error {
-	for _, d := range c.dcs {
-		if d.url != url {
-			continue
-		}
-		if d.drained.Swap(drained) != drained {
-			c.log.Info("upstream drain changed", zap.String("upstream", url), zap.Bool("drained", drained))
-		}
-		if drained {
-			d.svc.closeIdle()
-			d.usr.closeIdle()
-		}
-		return nil
+	d := c.dcByURL(url)
+	if d == nil {
+		return fmt.Errorf("set drained: %w: %q", ErrUnknownServer, url)
 	}
-	return fmt.Errorf("set drained: %w: %q", ErrUnknownServer, url)
+	if d.drained.Swap(drained) != drained {
+		c.log.Info("upstream drain changed", zap.String("upstream", url), zap.Bool("drained", drained))
+	}
+	if drained {
+		set := d.set.Load()
+		set.svc.closeIdle()
+		set.usr.closeIdle()
+	}
+	return nil
 }
 
 // Close stops the probe loop and closes every pooled connection; requests in
 // flight finish on their connections, which are closed when returned. Later
 // requests fail with ErrClosed (wrapped with ErrUnavailable). Close is idempotent.
 func (c *Cluster) Close() error {
-	c.closeMu.Lock()
-	defer c.closeMu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.closed.Swap(true) {
 		return nil
 	}
 	c.stop()
 	<-c.loopDone
-	for _, d := range c.dcs {
-		d.svc.close()
-		d.usr.close()
+	for _, d := range c.cur.Load().dcs {
+		set := d.set.Load()
+		set.svc.close()
+		set.usr.close()
 		d.closePins()
 	}
+	for _, r := range c.retired {
+		r.set.svc.close()
+		r.set.usr.close()
+		r.d.closePins()
+	}
+	c.retired = nil
 	return nil
 }

@@ -113,11 +113,12 @@ func (pc *pconn) run(ctx context.Context, opTimeout time.Duration, op func(*ldap
 }
 
 // dialTLS opens one LDAPS connection: TCP with the dialer, then the TLS
-// handshake, both within dialTimeout and ctx. It does not use ldap.DialURL
+// handshake with tlsCfg, both within upstream.dial_timeout and ctx. It does not use ldap.DialURL
 // because the connection must be wrapped (wireConn) before go-ldap starts
 // reading from it; the TCP keepalive and the TLS configuration are the same.
-func (d *dc) dialTLS(ctx context.Context) (*pconn, error) {
-	ctx, cancel := context.WithTimeout(ctx, d.c.cfg.DialTimeout)
+func (d *dc) dialTLS(ctx context.Context, tlsCfg *tls.Config) (*pconn, error) {
+	cfg := d.c.config()
+	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
 	d.dials.Add(1)
 	raw, err := d.c.dial(ctx, "tcp", d.addr)
@@ -125,7 +126,7 @@ func (d *dc) dialTLS(ctx context.Context) (*pconn, error) {
 		d.dialFailures.Add(1)
 		return nil, fmt.Errorf("dial %s: %w", d.url, err)
 	}
-	tc := tls.Client(raw, d.tls)
+	tc := tls.Client(raw, tlsCfg)
 	d.handshakes.Add(1)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		_ = raw.Close()
@@ -135,7 +136,7 @@ func (d *dc) dialTLS(ctx context.Context) (*pconn, error) {
 	if tc.ConnectionState().DidResume {
 		d.resumed.Add(1)
 	}
-	w := &wireConn{Conn: tc, raw: raw, writeTimeout: d.c.cfg.OpTimeout}
+	w := &wireConn{Conn: tc, raw: raw, writeTimeout: cfg.OpTimeout}
 	lc := ldap.NewConn(w, true)
 	lc.Start()
 	now := d.c.now()

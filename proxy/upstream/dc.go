@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"sync"
@@ -12,19 +13,24 @@ import (
 	"github.com/go-ldap/ldap/v3"
 	"github.com/sony/gobreaker/v2"
 	"go.uber.org/zap"
+
+	"github.com/ldapgate/ldapgate/certs"
+	"github.com/ldapgate/ldapgate/configs"
 )
 
-// dc is one domain controller: its TLS configuration, two pools, breaker and
-// counters.
+// dc is one domain controller: its connection set (TLS configuration, service
+// account, two pools), breaker and counters. Reconfigure keeps a dc, breaker
+// and counters included, as long as its URL stays in upstream.servers, and
+// replaces its connection set when what its connections are made with changes.
 type dc struct {
 	c    *Cluster
 	url  string // as configured; the DC's name everywhere
 	addr string // host:port
-	tls  *tls.Config
 	log  *zap.Logger
 	cb   *gobreaker.TwoStepCircuitBreaker[struct{}]
-	svc  *pool // bound as the service account: searches and rootDSE reads only
-	usr  *pool // user binds only
+	// set is the connection set requests use now; a request that loaded it
+	// keeps using it to the end, also after Reconfigure replaced it.
+	set atomic.Pointer[connSet]
 
 	drained atomic.Bool
 	probing atomic.Bool
@@ -46,6 +52,46 @@ type dc struct {
 	// dial a new connection.
 	svcRefused   error
 	svcRefusedAt time.Time
+}
+
+// connSet is what one DC's connections are made with, and the pools holding
+// them. It never changes: Reconfigure replaces the set as a whole and retires
+// the old one's pools, so a connection is never bound with one service account
+// and pooled with another's.
+type connSet struct {
+	roots      *x509.CertPool // from upstream.ca_file
+	serverName string         // the name verified in the DC's certificate
+	tls        *tls.Config    // from roots and serverName; one session cache per set
+	bindDN     string
+	bindPW     configs.Secret
+	svc        *pool // bound as the service account: searches and rootDSE reads only
+	usr        *pool // user binds only
+}
+
+// newConnSet builds the connection set of d for cfg, with roots as the CA
+// bundle and name as the certificate's expected name.
+func (d *dc) newConnSet(cfg *configs.Upstream, roots *x509.CertPool, name string) *connSet {
+	s := &connSet{roots: roots, serverName: name, tls: certs.ClientConfig(roots, name),
+		bindDN: cfg.BindDN, bindPW: cfg.BindPassword}
+	s.svc = newPool(d, kindService, cfg.Pool.ServiceSize, s.tls, func(ctx context.Context, pc *pconn) error {
+		return d.serviceBind(ctx, pc, s.bindDN, s.bindPW)
+	})
+	s.usr = newPool(d, kindBind, cfg.Pool.BindSize, s.tls, nil)
+	return s
+}
+
+// matches reports whether s makes its connections as cfg, roots and name say.
+func (s *connSet) matches(cfg *configs.Upstream, roots *x509.CertPool, name string) bool {
+	return s.serverName == name && s.roots.Equal(roots) &&
+		s.bindDN == cfg.BindDN && s.bindPW == cfg.BindPassword &&
+		s.svc.size == cfg.Pool.ServiceSize && s.usr.size == cfg.Pool.BindSize
+}
+
+// retire stops the set's pools taking connections back: idle ones are closed
+// now, the ones in use when their requests return them.
+func (s *connSet) retire() {
+	s.svc.retire()
+	s.usr.retire()
 }
 
 // usable reports whether user traffic may go to the DC now.
@@ -110,7 +156,8 @@ func (d *dc) doKeeping(ctx context.Context, p *pool, op func(*ldap.Conn) error, 
 // or closes it. A pooled connection that turns out dead before the request was
 // written is replaced once by a fresh connection to the same DC.
 func (d *dc) doConn(ctx context.Context, p *pool, op func(*ldap.Conn) error, keep func() bool) attempt {
-	if err := p.acquire(ctx, d.c.cfg.Pool.WaitTimeout); err != nil {
+	cfg := d.c.config()
+	if err := p.acquire(ctx, cfg.Pool.WaitTimeout); err != nil {
 		return attempt{err: err}
 	}
 	defer p.release()
@@ -119,7 +166,7 @@ func (d *dc) doConn(ctx context.Context, p *pool, op func(*ldap.Conn) error, kee
 		if err != nil {
 			return attempt{err: err, isNew: true}
 		}
-		reached, err := pc.run(ctx, d.c.cfg.OpTimeout, op)
+		reached, err := pc.run(ctx, cfg.OpTimeout, op)
 		a := attempt{err: err, reached: reached, isNew: isNew}
 		if classify(err) == answered {
 			switch {
@@ -189,13 +236,12 @@ func (d *dc) lastErrorText() string {
 	return d.lastErr
 }
 
-// serviceBind binds a new connection as the service account. A refusal (49 or
-// any other answer) is a configuration error: it is logged once at Error,
-// remembered for a probe interval and returned wrapping ErrServiceBind.
-func (d *dc) serviceBind(ctx context.Context, pc *pconn) error {
-	cfg := d.c.cfg
-	_, err := pc.run(ctx, cfg.OpTimeout, func(l *ldap.Conn) error {
-		return l.Bind(cfg.BindDN, string(cfg.BindPassword))
+// serviceBind binds a new connection as the service account bindDN. A refusal
+// (49 or any other answer) is a configuration error: it is logged once at
+// Error, remembered for a probe interval and returned wrapping ErrServiceBind.
+func (d *dc) serviceBind(ctx context.Context, pc *pconn, bindDN string, password configs.Secret) error {
+	_, err := pc.run(ctx, d.c.config().OpTimeout, func(l *ldap.Conn) error {
+		return l.Bind(bindDN, string(password))
 	})
 	if err == nil {
 		d.serviceAccepted()
@@ -204,10 +250,10 @@ func (d *dc) serviceBind(ctx context.Context, pc *pconn) error {
 	if classify(err) != answered {
 		return fmt.Errorf("service bind: %w", err)
 	}
-	return d.serviceRefused(err)
+	return d.serviceRefused(err, bindDN)
 }
 
-func (d *dc) serviceRefused(answer error) error {
+func (d *dc) serviceRefused(answer error, bindDN string) error {
 	var le *ldap.Error
 	code := uint16(0)
 	if errors.As(answer, &le) {
@@ -224,7 +270,7 @@ func (d *dc) serviceRefused(answer error) error {
 	d.mu.Unlock()
 	if first {
 		d.log.Error("upstream refused the service account's bind: searches fail until it is fixed; "+hint,
-			zap.String("upstream", d.url), zap.String("bind_dn", d.c.cfg.BindDN),
+			zap.String("upstream", d.url), zap.String("bind_dn", bindDN),
 			zap.Uint16("result", code), zap.String("diagnostic", diagnostic(le)))
 	}
 	return err
@@ -245,7 +291,7 @@ func (d *dc) serviceAccepted() {
 func (d *dc) serviceRefusedRecently() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.svcRefused == nil || d.c.now().Sub(d.svcRefusedAt) >= d.c.cfg.Breaker.ProbeInterval {
+	if d.svcRefused == nil || d.c.now().Sub(d.svcRefusedAt) >= d.c.config().Breaker.ProbeInterval {
 		return nil
 	}
 	return d.svcRefused
@@ -258,7 +304,16 @@ func diagnostic(le *ldap.Error) string {
 	return le.Err.Error()
 }
 
+// forgetServiceRefusal drops a remembered refusal of the service bind, when
+// Reconfigure gave the DC another service account to try at once.
+func (d *dc) forgetServiceRefusal() {
+	d.mu.Lock()
+	d.svcRefused = nil
+	d.mu.Unlock()
+}
+
 func (d *dc) stats() DCStats {
+	set := d.set.Load()
 	d.mu.Lock()
 	lastErr, lastErrAt, lastLatency := d.lastErr, d.lastErrAt, d.lastLatency
 	d.mu.Unlock()
@@ -266,8 +321,8 @@ func (d *dc) stats() DCStats {
 		URL:          d.url,
 		Breaker:      d.breakerState(),
 		Drained:      d.drained.Load(),
-		Service:      d.svc.stats(),
-		Bind:         d.usr.stats(),
+		Service:      set.svc.stats(),
+		Bind:         set.usr.stats(),
 		Dials:        d.dials.Load(),
 		DialFailures: d.dialFailures.Load(),
 		Handshakes:   d.handshakes.Load(),

@@ -33,6 +33,7 @@ var ErrSearchDone = errors.New("paged search is over")
 type PagedSearch struct {
 	c   *Cluster
 	d   *dc
+	p   *pool              // the service pool the connection came from, and goes back to
 	req ldap.SearchRequest // the search as first sent, without a paging control
 
 	mu        sync.Mutex
@@ -58,7 +59,7 @@ func (c *Cluster) StartPaged(ctx context.Context, req *ldap.SearchRequest, pageS
 	size := pageSizeOf(pageSize)
 	var lastErr error
 	lastDC := ""
-	for _, d := range c.dcs {
+	for _, d := range c.cur.Load().dcs {
 		if !d.usable() {
 			continue
 		}
@@ -70,7 +71,8 @@ func (c *Cluster) StartPaged(ctx context.Context, req *ldap.SearchRequest, pageS
 			res    *ldap.SearchResult
 			cookie []byte
 		)
-		a := d.doKeeping(ctx, d.svc, func(l *ldap.Conn) error {
+		svc := d.set.Load().svc
+		a := d.doKeeping(ctx, svc, func(l *ldap.Conn) error {
 			var err error
 			res, err = l.Search(pageRequest(&base, size, nil))
 			cookie = responseCookie(res, err)
@@ -91,7 +93,7 @@ func (c *Cluster) StartPaged(ctx context.Context, req *ldap.SearchRequest, pageS
 			}
 			var ps *PagedSearch
 			if a.kept != nil {
-				ps = &PagedSearch{c: c, d: d, req: base, pc: a.kept, cookie: cookie}
+				ps = &PagedSearch{c: c, d: d, p: svc, req: base, pc: a.kept, cookie: cookie}
 				if !d.addPin(ps) {
 					// The Cluster closed meanwhile.
 					a.kept.close()
@@ -165,7 +167,7 @@ func (ps *PagedSearch) Next(ctx context.Context, pageSize uint32) (res *ldap.Sea
 		if answer && !closing && len(cookie) == 0 {
 			// Complete (or refused by the DC): nothing of the search is
 			// left on the connection.
-			ps.d.svc.adopt(pc)
+			ps.p.adopt(pc)
 		} else {
 			pc.close()
 		}
@@ -220,7 +222,7 @@ func (d *dc) doPinned(ctx context.Context, pc *pconn, op func(*ldap.Conn) error)
 		return attempt{skipped: true}
 	}
 	start := time.Now()
-	reached, err := pc.run(ctx, d.c.cfg.OpTimeout, op)
+	reached, err := pc.run(ctx, d.c.config().OpTimeout, op)
 	a := attempt{err: err, reached: reached, dur: time.Since(start)}
 	if a.err != nil && ctx.Err() != nil && classify(a.err) != answered {
 		a.uncounted = true

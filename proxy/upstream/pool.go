@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"sync"
 	"time"
@@ -20,28 +21,33 @@ const (
 // pool is a bounded LIFO of idle LDAPS connections to one DC. A slot is held for
 // every connection in use or being dialled, so at most size connections exist;
 // idle ones are recycled after max_lifetime or idle_timeout, checked at checkout
-// and by sweep.
+// and by sweep. A retired pool (its DC left upstream.servers, or its connection
+// set was replaced) still serves the requests that already chose it, but keeps
+// no connection: each is closed when its request returns it.
 type pool struct {
 	d     *dc
 	kind  kind
 	size  int
+	tls   *tls.Config   // the connection set's: CA bundle and server name
 	slots chan struct{} // a send takes a slot, a receive gives it back
 	// prepare runs on every new connection before it is pooled (the service
 	// bind); nil for user-bind connections.
 	prepare func(context.Context, *pconn) error
 
-	mu     sync.Mutex
-	idle   []*pconn // most recently used last
-	open   int      // connections that exist: idle + in use
-	closed bool
-	done   chan struct{} // closed by close: wakes waiters
+	mu      sync.Mutex
+	idle    []*pconn // most recently used last
+	open    int      // connections that exist: idle + in use
+	closed  bool
+	retired bool
+	done    chan struct{} // closed by close: wakes waiters
 }
 
-func newPool(d *dc, k kind, size int, prepare func(context.Context, *pconn) error) *pool {
+func newPool(d *dc, k kind, size int, tlsCfg *tls.Config, prepare func(context.Context, *pconn) error) *pool {
 	return &pool{
 		d:       d,
 		kind:    k,
 		size:    size,
+		tls:     tlsCfg,
 		slots:   make(chan struct{}, size),
 		prepare: prepare,
 		done:    make(chan struct{}),
@@ -50,6 +56,10 @@ func newPool(d *dc, k kind, size int, prepare func(context.Context, *pconn) erro
 
 // acquire takes a slot, waiting at most wait and while ctx lasts.
 func (p *pool) acquire(ctx context.Context, wait time.Duration) error {
+	if p.d.c.closed.Load() {
+		// Also for a retired pool, which Close may have left behind.
+		return fmt.Errorf("%w: %w", ErrUnavailable, ErrClosed)
+	}
 	select {
 	case <-p.done:
 		return fmt.Errorf("%w: %w", ErrUnavailable, ErrClosed)
@@ -79,7 +89,7 @@ func (p *pool) release() { <-p.slots }
 
 // expired reports whether an idle connection is due for recycling.
 func (p *pool) expired(pc *pconn, now time.Time) bool {
-	cfg := p.d.c.cfg.Pool
+	cfg := p.d.c.config().Pool
 	return (cfg.MaxLifetime > 0 && now.Sub(pc.created) >= cfg.MaxLifetime) ||
 		(cfg.IdleTimeout > 0 && now.Sub(pc.lastUsed) >= cfg.IdleTimeout)
 }
@@ -106,7 +116,7 @@ func (p *pool) takeIdle() *pconn {
 // dial opens a new connection for this pool and prepares it. The caller holds a
 // slot.
 func (p *pool) dial(ctx context.Context) (*pconn, error) {
-	pc, err := p.d.dialTLS(ctx)
+	pc, err := p.d.dialTLS(ctx, p.tls)
 	if err != nil {
 		return nil, err
 	}
@@ -135,11 +145,11 @@ func (p *pool) get(ctx context.Context, fresh bool) (pc *pconn, isNew bool, err 
 }
 
 // put returns a healthy connection to the idle list, or closes it when the pool
-// is closed or the DC drained.
+// is closed or retired or the DC drained.
 func (p *pool) put(pc *pconn) {
 	pc.lastUsed = p.d.c.now()
 	p.mu.Lock()
-	if p.closed || p.d.drained.Load() {
+	if !p.keeps() {
 		p.mu.Unlock()
 		p.discard(pc)
 		return
@@ -147,6 +157,9 @@ func (p *pool) put(pc *pconn) {
 	p.idle = append(p.idle, pc)
 	p.mu.Unlock()
 }
+
+// keeps reports whether the pool takes connections back; p.mu is held.
+func (p *pool) keeps() bool { return !p.closed && !p.retired && !p.d.drained.Load() }
 
 // detach takes a checked-out connection out of the pool's count: its new
 // owner (a paged search) closes it or gives it back with adopt. The caller
@@ -162,7 +175,7 @@ func (p *pool) detach(pc *pconn) {
 func (p *pool) adopt(pc *pconn) {
 	now := p.d.c.now()
 	p.mu.Lock()
-	if p.closed || p.d.drained.Load() || p.open >= p.size || p.expired(pc, now) || !pc.alive() {
+	if !p.keeps() || p.open >= p.size || p.expired(pc, now) || !pc.alive() {
 		p.mu.Unlock()
 		pc.close()
 		return
@@ -212,6 +225,23 @@ func (p *pool) closeIdle() {
 	for _, pc := range drop {
 		p.discard(pc)
 	}
+}
+
+// retire makes the pool keep no connection: idle ones are closed now, the ones
+// in use when they are returned. Requests waiting for a slot still get one.
+func (p *pool) retire() {
+	p.mu.Lock()
+	p.retired = true
+	p.mu.Unlock()
+	p.closeIdle()
+}
+
+// unused reports whether a retired pool has nothing left: no connection
+// and no slot taken, so no request is using it or waiting in it.
+func (p *pool) unused() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.open == 0 && len(p.slots) == 0
 }
 
 // close stops the pool: waiters give up, idle connections are closed now and

@@ -15,11 +15,9 @@ import (
 // upstream.servers, ErrUnavailable or ErrBusy for infrastructure failures and
 // an *ldap.Error for the DC's answer.
 func (c *Cluster) SearchAt(ctx context.Context, url string, req *ldap.SearchRequest) (*ldap.SearchResult, error) {
-	for _, d := range c.dcs {
-		if d.url == url {
-			res, _, err := c.searchOn(ctx, []*dc{d}, func(l *ldap.Conn) (*ldap.SearchResult, error) { return l.Search(req) })
-			return res, err
-		}
+	if d := c.dcByURL(url); d != nil {
+		res, _, err := c.searchOn(ctx, []*dc{d}, func(l *ldap.Conn) (*ldap.SearchResult, error) { return l.Search(req) })
+		return res, err
 	}
 	return nil, fmt.Errorf("search at: %w: %q", ErrUnknownServer, url)
 }
