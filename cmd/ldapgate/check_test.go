@@ -112,12 +112,15 @@ func (d *checkDomain) config(t *testing.T, f checkFile) string {
 }
 
 // runWithStdin runs the command line like run does, with stdin as the
-// standard input of 'check auth'.
+// standard input of 'check auth' and 'bench'.
 func runWithStdin(stdin io.Reader, args ...string) (code int, stdout, stderr string) {
 	root := rootCommand()
 	for i, c := range root.subcommands {
-		if c.name == "check" {
+		switch c.name {
+		case "check":
 			root.subcommands[i] = checkCommand(stdin)
+		case "bench":
+			root.subcommands[i] = benchCommand(stdin)
 		}
 	}
 	var out, errOut bytes.Buffer

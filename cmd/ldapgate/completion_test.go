@@ -106,7 +106,7 @@ func TestCompletionInBash(t *testing.T) {
 		line string // the command line up to the cursor
 		want []string
 	}{
-		{"the first word is a command", "ldapgate ", []string{"certs", "check", "completion", "demo", "help", "serve", "sync", "version"}},
+		{"the first word is a command", "ldapgate ", []string{"bench", "certs", "check", "completion", "demo", "help", "serve", "sync", "version"}},
 		{"a prefix narrows the commands", "ldapgate c", []string{"certs", "check", "completion"}},
 		{"a group offers its subcommands", "ldapgate check ", []string{"auth", "config", "upstream"}},
 		{"a dash offers the command's options", "ldapgate check upstream --", []string{"--config", "--json", "--help"}},

@@ -19,9 +19,9 @@ func TestCommandLine(t *testing.T) {
 		wantStderr string // a substring of stderr, "" to expect none
 	}{
 		{"no command is a usage error listing the commands", nil, 2,
-			"", "ldapgate: missing command; commands: certs, check, completion, demo, help, serve, sync, version\nRun 'ldapgate help' for usage.\n"},
+			"", "ldapgate: missing command; commands: bench, certs, check, completion, demo, help, serve, sync, version\nRun 'ldapgate help' for usage.\n"},
 		{"an unknown command is a usage error listing the commands", []string{"frobnicate"}, 2,
-			"", `ldapgate: unknown command "frobnicate"; commands: certs, check, completion, demo, help, serve, sync, version`},
+			"", `ldapgate: unknown command "frobnicate"; commands: bench, certs, check, completion, demo, help, serve, sync, version`},
 		{"a group without a subcommand lists its commands", []string{"certs"}, 2,
 			"", "ldapgate: certs: missing command; commands: init\nRun 'ldapgate help certs' for usage."},
 		{"an unknown subcommand is a usage error", []string{"certs", "frob"}, 2,
@@ -37,7 +37,7 @@ func TestCommandLine(t *testing.T) {
 		{"an invalid host is an error naming it", []string{"certs", "init", "--dir", dir, "--host", "bad host"}, 1,
 			"", `ldapgate: certs init: invalid host "bad host"`},
 		{"help lists the commands", []string{"help"}, 0,
-			"COMMANDS\n    certs       create TLS certificates for the gateway and test beds\n", ""},
+			"COMMANDS\n    bench       put a login load on the gateway or a DC and report throughput and latency\n    certs       create TLS certificates for the gateway and test beds\n", ""},
 		{"-h shows the program's manual", []string{"-h"}, 0, "NAME\n    ldapgate - ", ""},
 		{"--help shows the program's manual", []string{"--help"}, 0, "SYNOPSIS\n    ldapgate COMMAND [ARGS...]\n", ""},
 		{"help of a subcommand shows its options", []string{"help", "certs", "init"}, 0,

@@ -259,10 +259,10 @@ func startProgress(w io.Writer, what string) (stop func()) {
 	}
 }
 
-// isTerminal reports whether w is a terminal (golang.org/x/term is not a
-// dependency: a character device is one).
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
+// isTerminal reports whether stream (standard input or output) is a terminal
+// (a character device is one).
+func isTerminal(stream any) bool {
+	f, ok := stream.(*os.File)
 	if !ok {
 		return false
 	}
