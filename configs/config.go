@@ -369,6 +369,24 @@ type HTTP struct {
 	BasicUser string `yaml:"basic_user"`
 	// BasicPassword is the basic-auth password; may be "${ENV}".
 	BasicPassword Secret `yaml:"basic_password"`
+	// Status bounds what /status and the status page keep and show.
+	Status HTTPStatus `yaml:"status"`
+}
+
+// HTTPStatus bounds the history the admin listener keeps for /status and the
+// status page; all of it is in memory and starts empty at each start.
+type HTTPStatus struct {
+	// SyncRuns is how many of the last sync runs are kept. Default 20.
+	SyncRuns int `yaml:"sync_runs"`
+	// AuthFailures is how many of the last failed binds are counted by
+	// reason. Default 200.
+	AuthFailures int `yaml:"auth_failures"`
+	// RecentFailures is how many of those are listed one by one (time,
+	// client, login, reason, AD code, DC; never a password). Default 10.
+	RecentFailures int `yaml:"recent_failures"`
+	// PlanRows is how many rows of the pending import plan are listed (its
+	// counts are always complete). Default 100.
+	PlanRows int `yaml:"plan_rows"`
 }
 
 // Audit configures the audit log: one JSON line per authentication decision
@@ -467,8 +485,11 @@ func Default() Config {
 			CreateSoftphone: true,
 			Webhook:         Webhook{Timeout: 10 * time.Second, MaxAttempts: 5},
 		},
-		HTTP: HTTP{Address: "127.0.0.1:8389"},
-		Log:  Log{Level: "info", Format: "json"},
+		HTTP: HTTP{
+			Address: "127.0.0.1:8389",
+			Status:  HTTPStatus{SyncRuns: 20, AuthFailures: 200, RecentFailures: 10, PlanRows: 100},
+		},
+		Log: Log{Level: "info", Format: "json"},
 		Lockout: Lockout{
 			NegativeTTL:       5 * time.Minute,
 			UserBudget:        3,

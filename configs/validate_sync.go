@@ -100,4 +100,16 @@ func (h *HTTP) validate(p *problems) {
 	if (h.BasicUser == "") != (h.BasicPassword == "") {
 		p.addf("http.basic_user", "basic_user and basic_password go together: set both, or neither")
 	}
+	st := h.Status
+	checkIntRange(p, "http.status.sync_runs", st.SyncRuns, 1, 1000, 20)
+	checkIntRange(p, "http.status.auth_failures", st.AuthFailures, 1, 100000, 200)
+	checkIntRange(p, "http.status.recent_failures", st.RecentFailures, 0, min(max(st.AuthFailures, 0), 1000), 10)
+	checkIntRange(p, "http.status.plan_rows", st.PlanRows, 0, 100000, 100)
+}
+
+// checkIntRange records a problem when v is outside [lo, hi].
+func checkIntRange(p *problems, key string, v, lo, hi, def int) {
+	if v < lo || v > hi {
+		p.addf(key, "must be between %d and %d, not %d: set it to %d (the default) or another value in that range", lo, hi, v, def)
+	}
 }
