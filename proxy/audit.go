@@ -38,7 +38,7 @@ func firstLogger(ls ...*zap.Logger) *zap.Logger {
 func (a *Auth) record(c Client, name string, d Decision) {
 	writeAudit(a.audit, c, name, d)
 	if a.observer != nil {
-		a.observer(c, d)
+		a.observer(c, logSafe(name), d)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -221,14 +222,17 @@ func TestAuditSinkAndObserver(t *testing.T) {
 	auditLog, _, auditLines := debugLoggers()
 	var mu sync.Mutex
 	var seen []Decision
-	a := newFakeAuth(t, newFakeDir(), processLog, WithAuditLogger(auditLog), WithObserver(func(_ Client, d Decision) {
+	var logins []string
+	a := newFakeAuth(t, newFakeDir(), processLog, WithAuditLogger(auditLog), WithObserver(func(_ Client, login string, d Decision) {
 		mu.Lock()
 		defer mu.Unlock()
 		seen = append(seen, d)
+		logins = append(logins, login)
 	}))
 	a.Bind(context.Background(), authTestClient, "jdoe", testbed.JDoe.Password)
 	a.Bind(context.Background(), authTestClient, "jdoe", "wrong")
-	if n := auditLines.FilterField(zap.String("event", "auth")).Len(); n != 2 {
+	a.Bind(context.Background(), authTestClient, "jdoe\x00\u202e", "wrong")
+	if n := auditLines.FilterField(zap.String("event", "auth")).Len(); n != 3 {
 		t.Errorf("audit sink lines = %d, want 2", n)
 	}
 	if n := processLines.FilterField(zap.String("event", "auth")).Len(); n != 0 {
@@ -236,7 +240,10 @@ func TestAuditSinkAndObserver(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(seen) != 2 || seen[0].Code != 0 || seen[1].Code != 49 || seen[1].ADCode != "52e" {
+	if len(seen) != 3 || seen[0].Code != 0 || seen[1].Code != 49 || seen[1].ADCode != "52e" {
 		t.Errorf("observer saw %+v, want a success then a 49 with 52e", seen)
+	}
+	if want := []string{"jdoe", "jdoe", `jdoe\x00\u202e`}; !slices.Equal(logins, want) {
+		t.Errorf("observer saw the logins %q, want %q (escaped as in the audit line)", logins, want)
 	}
 }

@@ -63,9 +63,11 @@ func WithClock(now func() time.Time) AuthOption {
 }
 
 // Observer is told of every bind decision right after its audit line is
-// written: the metrics and the status page count decisions with it. It runs on
+// written: the metrics and the status page count decisions with it. login is
+// the bind name as the audit line shows it (control characters and invalid
+// UTF-8 escaped, cut at 256 bytes); the password is never passed. It runs on
 // the request's goroutine, so it must be quick and must not block.
-type Observer func(c Client, d Decision)
+type Observer func(c Client, login string, d Decision)
 
 // WithAuditLogger writes the audit lines (one per bind decision) to l, a
 // logger of its own sink (audit.output), instead of the process log's "audit"

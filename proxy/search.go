@@ -624,7 +624,7 @@ func (s *searcher) localBind(c Client, name, password string) (out BindOutcome, 
 	d := Decision{BindOutcome: out, Reason: reason, User: p.login.Value, Dur: s.now().Sub(start)}
 	writeAudit(s.auditLog, c, name, d)
 	if s.observer != nil {
-		s.observer(c, d)
+		s.observer(c, logSafe(name), d)
 	}
 	return out, true
 }

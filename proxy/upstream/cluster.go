@@ -176,6 +176,10 @@ type DCStats struct {
 	LastErrorAt time.Time
 	// LastLatency is the duration of the last request that reached the DC.
 	LastLatency time.Duration
+	// CertNotAfter is the NotAfter of the DC's leaf certificate seen at the
+	// last TLS handshake (pools and probes; a resumed session reports its
+	// first handshake's); zero before the first handshake.
+	CertNotAfter time.Time
 }
 
 // New builds the Cluster of cfg: the TLS configuration of every server (the CA

@@ -133,8 +133,15 @@ func (d *dc) dialTLS(ctx context.Context, tlsCfg *tls.Config) (*pconn, error) {
 		d.dialFailures.Add(1)
 		return nil, fmt.Errorf("tls handshake with %s: %w", d.url, err)
 	}
-	if tc.ConnectionState().DidResume {
+	cs := tc.ConnectionState()
+	if cs.DidResume {
 		d.resumed.Add(1)
+	}
+	if len(cs.PeerCertificates) > 0 {
+		// A resumed session carries the certificates of its first handshake.
+		d.mu.Lock()
+		d.certNotAfter = cs.PeerCertificates[0].NotAfter
+		d.mu.Unlock()
 	}
 	w := &wireConn{Conn: tc, raw: raw, writeTimeout: cfg.OpTimeout}
 	lc := ldap.NewConn(w, true)

@@ -47,6 +47,9 @@ type dc struct {
 	lastErr     string
 	lastErrAt   time.Time
 	lastLatency time.Duration
+	// certNotAfter is the expiry of the DC's leaf certificate at the last
+	// TLS handshake.
+	certNotAfter time.Time
 	// svcRefused is the last refusal of the service bind, remembered for one
 	// probe interval so that a wrong bind_password does not make every search
 	// dial a new connection.
@@ -315,7 +318,7 @@ func (d *dc) forgetServiceRefusal() {
 func (d *dc) stats() DCStats {
 	set := d.set.Load()
 	d.mu.Lock()
-	lastErr, lastErrAt, lastLatency := d.lastErr, d.lastErrAt, d.lastLatency
+	lastErr, lastErrAt, lastLatency, certNotAfter := d.lastErr, d.lastErrAt, d.lastLatency, d.certNotAfter
 	d.mu.Unlock()
 	return DCStats{
 		URL:          d.url,
@@ -336,5 +339,6 @@ func (d *dc) stats() DCStats {
 		LastError:    lastErr,
 		LastErrorAt:  lastErrAt,
 		LastLatency:  lastLatency,
+		CertNotAfter: certNotAfter,
 	}
 }
