@@ -33,21 +33,15 @@ func newCSVSnapshot(csv []byte, modified time.Time) *csvSnapshot {
 // import (404 before the first), with a strong ETag and Last-Modified, so
 // If-None-Match and If-Modified-Since get 304 (the ETag wins when both are
 // sent) and Range requests work. When http.bearer_token or http.basic_user is
-// set, a request without either valid credential gets 401.
+// set, a request without either valid credential gets 401 (see HTTPAuth).
 func (im *Importer) Handler() http.Handler {
 	mux := http.NewServeMux()
 	// A GET pattern also matches HEAD; other methods get 405 from the mux.
 	mux.HandleFunc("GET "+ExportPath, im.serveCSV)
-	return mux
+	return im.auth.Require(mux)
 }
 
 func (im *Importer) serveCSV(w http.ResponseWriter, r *http.Request) {
-	if !im.auth.allow(r) {
-		im.auth.challenge(w)
-		im.log.Info("export: unauthorized request", zap.String("client", r.RemoteAddr), zap.String("path", r.URL.Path))
-		http.Error(w, "unauthorized", http.StatusUnauthorized)
-		return
-	}
 	snap := im.export.Load()
 	if snap == nil {
 		http.Error(w, "no import has been applied yet", http.StatusNotFound)
@@ -62,27 +56,48 @@ func (im *Importer) serveCSV(w http.ResponseWriter, r *http.Request) {
 	http.ServeContent(w, r, "users.csv", snap.modified, bytes.NewReader(snap.body))
 }
 
-// exportAuth checks the export's optional credentials. The configured secrets
-// are kept as SHA-256 digests so every comparison is constant-time and of
-// fixed length.
-type exportAuth struct {
+// HTTPAuth checks the optional credentials of the HTTP listener
+// (http.bearer_token, http.basic_user and http.basic_password): the export
+// and the admin endpoints share them. The configured secrets are kept as
+// SHA-256 digests so every comparison is constant-time and of fixed length.
+type HTTPAuth struct {
 	bearer, user, pass [sha256.Size]byte
 	hasBearer          bool
 	hasBasic           bool
+	log                *zap.Logger
 }
 
-// newExportAuth builds the check of h's credentials.
-func newExportAuth(h configs.HTTP) exportAuth {
-	a := exportAuth{hasBearer: h.BearerToken != "", hasBasic: h.BasicUser != "" || h.BasicPassword != ""}
+// NewHTTPAuth builds the check of h's credentials; refused requests are
+// logged (client and path only) to log.
+func NewHTTPAuth(h configs.HTTP, log *zap.Logger) *HTTPAuth {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	a := &HTTPAuth{hasBearer: h.BearerToken != "", hasBasic: h.BasicUser != "" || h.BasicPassword != "", log: log}
 	a.bearer = sha256.Sum256([]byte(h.BearerToken))
 	a.user = sha256.Sum256([]byte(h.BasicUser))
 	a.pass = sha256.Sum256([]byte(h.BasicPassword))
 	return a
 }
 
+// Require serves next to the requests that carry a configured credential (all
+// of them when none is configured) and answers the others 401 with a
+// WWW-Authenticate challenge naming the accepted schemes.
+func (a *HTTPAuth) Require(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !a.allow(r) {
+			a.challenge(w)
+			a.log.Info("http: unauthorized request", zap.String("client", r.RemoteAddr), zap.String("path", r.URL.Path))
+			http.Error(w, "unauthorized: send the token of http.bearer_token (Authorization: Bearer ...) or the basic-auth user of http.basic_user", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // allow reports whether r carries a configured credential (always, when none is
 // configured).
-func (a *exportAuth) allow(r *http.Request) bool {
+func (a *HTTPAuth) allow(r *http.Request) bool {
 	if !a.hasBearer && !a.hasBasic {
 		return true
 	}
@@ -107,7 +122,7 @@ func (a *exportAuth) allow(r *http.Request) bool {
 }
 
 // challenge names the accepted schemes in WWW-Authenticate.
-func (a *exportAuth) challenge(w http.ResponseWriter) {
+func (a *HTTPAuth) challenge(w http.ResponseWriter) {
 	if a.hasBearer {
 		w.Header().Add("WWW-Authenticate", `Bearer realm="ldapgate"`)
 	}

@@ -169,7 +169,7 @@ type Importer struct {
 	// Where the import is written; csvPath and jsonPath may be empty (no sink).
 	appliedPath, csvPath, jsonPath string
 	webhook                        configs.Webhook
-	auth                           exportAuth
+	auth                           *HTTPAuth
 
 	mu    sync.Mutex    // serialises Plan and Apply; guards state
 	state *appliedState // nil before the first import
@@ -225,7 +225,7 @@ func NewImporter(cfg configs.Config, log *zap.Logger, opts ...ImportOption) (*Im
 		csvPath:     cfg.Import.CSVFile,
 		jsonPath:    cfg.Import.JSONFile,
 		webhook:     cfg.Import.Webhook,
-		auth:        newExportAuth(cfg.HTTP),
+		auth:        NewHTTPAuth(cfg.HTTP, log.Named("export")),
 	}
 	for _, o := range opts {
 		o(im)

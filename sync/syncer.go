@@ -381,24 +381,85 @@ func (s *Syncer) logResult(r Result) {
 	}
 }
 
+// LoopControl connects Loop to its owner (serve's sync service). Every field
+// is optional.
+type LoopControl struct {
+	// Trigger starts a run with the options received: at once while the loop
+	// waits, right after the run in progress otherwise. A trigger already
+	// waiting when the loop starts is taken by its first run. Its owner
+	// bounds what is waiting (a buffer of one coalesces triggers).
+	Trigger <-chan Options
+	// Stop ends the loop when closed: at once while it waits, after the run
+	// in progress otherwise, which, unlike with the context, is not cancelled.
+	Stop <-chan struct{}
+	// Started is told of each run before it starts.
+	Started func(LoopRun)
+	// Finished is told of each run with its result; not of a run the
+	// context's end interrupted.
+	Finished func(LoopRun)
+	// Scheduled is told the time of the next scheduled run each time the loop
+	// starts waiting for it.
+	Scheduled func(next time.Time)
+}
+
+// LoopRun describes one run of Loop.
+type LoopRun struct {
+	// Started is when the run started, by the Syncer's clock.
+	Started time.Time
+	// Manual is true for a run the Trigger started.
+	Manual bool
+	// Options are the run's options.
+	Options Options
+	// Result is what the run did (in Finished only).
+	Result Result
+}
+
 // Loop runs a sync at once and then one every sync.interval plus a random
 // jitter of up to sync.jitter, counted from the end of the previous run (so
-// runs never overlap), until ctx ends; it returns nil then. Run decides each
-// time whether the sync is incremental or full (sync.full_interval). A failed
-// run is logged and the loop goes on: the view keeps its last good state.
-func (s *Syncer) Loop(ctx context.Context) error {
+// runs never overlap), and one for each lc.Trigger, until ctx ends or lc.Stop
+// is closed; it returns nil then. Run decides each time whether the sync is
+// incremental or full (sync.full_interval) unless the trigger forces a full
+// one. A failed run is logged and the loop goes on: the view keeps its last
+// good state.
+func (s *Syncer) Loop(ctx context.Context, lc LoopControl) error {
+	run := LoopRun{}
+	select {
+	case run.Options = <-lc.Trigger:
+		run.Manual = true
+	default:
+	}
 	for {
-		_, _ = s.Run(ctx, Options{})
+		select {
+		case <-lc.Stop:
+			return nil
+		default:
+		}
+		run.Started = s.clock.Now()
+		if lc.Started != nil {
+			lc.Started(run)
+		}
+		run.Result, _ = s.Run(ctx, run.Options)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if lc.Finished != nil {
+			lc.Finished(run)
 		}
 		wait := s.cfg.Interval
 		if s.cfg.Jitter > 0 {
 			wait += time.Duration(s.jitter(int64(s.cfg.Jitter) + 1))
 		}
+		if lc.Scheduled != nil {
+			lc.Scheduled(s.clock.Now().Add(wait))
+		}
+		run = LoopRun{}
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-lc.Stop:
+			return nil
+		case run.Options = <-lc.Trigger:
+			run.Manual = true
 		case <-s.clock.After(wait):
 		}
 	}

@@ -622,7 +622,7 @@ func TestLoopRunsOnTheIntervalWithJitter(t *testing.T) {
 	// Each run is observed through the view's state once the loop waits.
 	ctx, cancel := context.WithCancel(context.Background())
 	loopDone := make(chan error, 1)
-	go func() { loopDone <- h.syncer.Loop(ctx) }()
+	go func() { loopDone <- h.syncer.Loop(ctx, LoopControl{}) }()
 
 	wantKinds := []string{"full", "incremental", "incremental", "full"}
 	var kinds []string

@@ -26,7 +26,7 @@ import (
 // snapshot: treat them as read-only. A View is safe for concurrent use.
 type View struct {
 	store      *store
-	staleAfter time.Duration
+	staleAfter atomic.Int64 // a time.Duration: sync.stale_after
 	cur        atomic.Pointer[snapshot]
 	wmu        sync.Mutex // one writer at a time
 	closed     atomic.Bool
@@ -67,7 +67,8 @@ func OpenView(dataDir string, o ViewOptions) (*View, error) {
 		_ = s.close()
 		return nil, err
 	}
-	v := &View{store: s, staleAfter: o.StaleAfter}
+	v := &View{store: s}
+	v.staleAfter.Store(int64(o.StaleAfter))
 	v.cur.Store(snap)
 	return v, nil
 }
@@ -144,11 +145,23 @@ func (v *View) Len() int { return len(v.cur.Load().sorted) }
 // State returns the sync state of the view.
 func (v *View) State() State { return v.cur.Load().state }
 
+// StaleAfter is sync.stale_after: how long after its last sync the view is
+// fresh.
+func (v *View) StaleAfter() time.Duration { return time.Duration(v.staleAfter.Load()) }
+
+// SetStaleAfter changes sync.stale_after of the open view (a reload); a
+// duration that is not positive is ignored.
+func (v *View) SetStaleAfter(d time.Duration) {
+	if d > 0 {
+		v.staleAfter.Store(int64(d))
+	}
+}
+
 // Fresh reports whether the view was confirmed against AD no longer than
 // sync.stale_after before now; a view never synced is not fresh.
 func (v *View) Fresh(now time.Time) bool {
 	last := v.State().LastSync()
-	return !last.IsZero() && now.Sub(last) <= v.staleAfter
+	return !last.IsZero() && now.Sub(last) <= v.StaleAfter()
 }
 
 // snapshot returns the current snapshot.

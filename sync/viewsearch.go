@@ -203,9 +203,9 @@ func (s *ViewSearcher) Search(req *ldap.SearchRequest, c SearchConditions) (*Sea
 	}
 	ans.Age = c.Now.Sub(last)
 	switch {
-	case ans.Age <= s.view.staleAfter:
+	case ans.Age <= s.view.StaleAfter():
 	case !c.DCsDown:
-		return nil, notServed("the view is stale (last sync %s ago, sync.stale_after %s)", ans.Age.Round(time.Second), s.view.staleAfter)
+		return nil, notServed("the view is stale (last sync %s ago, sync.stale_after %s)", ans.Age.Round(time.Second), s.view.StaleAfter())
 	case s.outageMaxAge < 0 || ans.Age > s.outageMaxAge:
 		return nil, notServed("no DC is usable, but the view is too old to answer (last sync %s ago, sync.outage_max_age %s)",
 			ans.Age.Round(time.Second), max(s.outageMaxAge, 0))
