@@ -67,8 +67,10 @@ func openAuditTo(cfg configs.Audit, stdout, stderr io.Writer, log *zap.Logger) (
 func (a *auditSink) authOption() proxy.AuthOption { return proxy.WithAuditLogger(a.log) }
 
 // searchOption sends the audit lines of the proxy user's local-secret binds
-// to the sink.
-func (a *auditSink) searchOption() proxy.SearchOption { return proxy.WithSearchAudit(a.log, nil) }
+// to the sink and tells observe (the metrics and /status) of each decision.
+func (a *auditSink) searchOption(observe proxy.Observer) proxy.SearchOption {
+	return proxy.WithSearchAudit(a.log, observe)
+}
 
 // reopenOnHUP reopens the file on every SIGHUP until close: logrotate moves
 // the file away, then signals. The serve loop gets the same signal for its

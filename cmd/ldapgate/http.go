@@ -19,28 +19,19 @@ type httpService struct {
 	log *zap.Logger
 }
 
-// startHTTP serves cfg.HTTP.Address: GET /export/users.csv from the importer
-// the sync loop applies to (nil when the sync loop is off: 404). An empty
-// address starts nothing.
-func startHTTP(cfg *configs.Config, im *usersync.Importer, log *zap.Logger) (*httpService, error) {
+// startHTTP serves cfg.HTTP.Address (see httpHandler). An empty address
+// starts nothing.
+func startHTTP(cfg *configs.Config, ops *operations, log *zap.Logger) (*httpService, error) {
 	if cfg.HTTP.Address == "" {
 		return nil, nil
 	}
 	log = log.Named("http")
-	mux := http.NewServeMux()
-	if im != nil {
-		mux.Handle(usersync.ExportPath, im.Handler())
-	} else {
-		mux.HandleFunc(usersync.ExportPath, func(w http.ResponseWriter, _ *http.Request) {
-			http.Error(w, "the user import is off (sync.enabled: false, or the sync loop could not start: see the log)", http.StatusNotFound)
-		})
-	}
 	l, err := net.Listen("tcp", cfg.HTTP.Address)
 	if err != nil {
 		return nil, err
 	}
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           httpHandler(cfg, ops, log),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
@@ -54,11 +45,43 @@ func startHTTP(cfg *configs.Config, im *usersync.Importer, log *zap.Logger) (*ht
 		}
 	}()
 	if !isLoopbackAddr(cfg.HTTP.Address) && cfg.HTTP.BearerToken == "" && cfg.HTTP.BasicUser == "" {
-		log.Warn("the export listener is reachable from the network without authentication: set http.bearer_token or http.basic_user",
+		log.Warn("the admin/export listener is reachable from the network without authentication: set http.bearer_token or http.basic_user",
 			zap.String("listen", cfg.HTTP.Address))
 	}
 	log.Info("http listener started", zap.String("listen", l.Addr().String()))
 	return &httpService{srv: srv, log: log}, nil
+}
+
+// httpHandler routes the listener:
+//
+//   - GET /healthz and GET /readyz answer anyone: health checks of load
+//     balancers and orchestrators carry no credentials, and the answers hold
+//     nothing secret;
+//   - GET /status, GET /metrics and every admin route need the credential of
+//     http.bearer_token or http.basic_user when one is set (401 otherwise);
+//   - GET /export/users.csv is the importer's, with the same credentials
+//     (404 while the sync loop is off).
+//
+// A route registered for GET also answers HEAD; other methods get 405.
+func httpHandler(cfg *configs.Config, ops *operations, log *zap.Logger) http.Handler {
+	mux := http.NewServeMux()
+	auth := usersync.NewHTTPAuth(cfg.HTTP, log)
+	admin := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, auth.Require(h)) }
+
+	mux.HandleFunc("GET /healthz", ops.serveHealthz)
+	mux.HandleFunc("GET /readyz", ops.serveReadyz)
+	admin("GET /status", ops.serveStatus)
+	off := auth.Require(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "the user import is off (sync.enabled: false, or the sync loop could not start: see the log)", http.StatusNotFound)
+	}))
+	mux.HandleFunc(usersync.ExportPath, func(w http.ResponseWriter, r *http.Request) {
+		if im := ops.importer(); im != nil {
+			im.Handler().ServeHTTP(w, r)
+			return
+		}
+		off.ServeHTTP(w, r)
+	})
+	return mux
 }
 
 // stop shuts the listener down within ctx.

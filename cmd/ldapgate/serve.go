@@ -78,13 +78,11 @@ func serve(ctx context.Context, cfg *configs.Config, log *zap.Logger) error {
 	// The directory view and the user import ("automate"), beside the
 	// listener: see startSync in sync.go. Stopped after the listener.
 	watch := &credentialWatch{}
-	syncSvc := startSync(ctx, cfg, cluster, watch, log)
+	// The operations surface (metrics, /status, /readyz): see admin.go.
+	ops := newOperations(cfg, cluster.Stats, log)
+	syncSvc := startSync(ctx, cfg, cluster, watch, nil, log)
 	defer syncSvc.stop()
-
-	web, err := startHTTP(cfg, syncSvc.importer, log)
-	if err != nil {
-		return fmt.Errorf("http.address: %w", err)
-	}
+	ops.setSync(syncSvc)
 
 	// Searches and login lookups answered from the view when it is exact:
 	// see view.go. Without a view both go to AD.
@@ -96,16 +94,21 @@ func serve(ctx context.Context, cfg *configs.Config, log *zap.Logger) error {
 		return err
 	}
 	defer audit.close()
-	auth, err := proxy.NewAuth(*cfg, cluster, log, append(authViewOpts, audit.authOption())...)
+	auth, err := proxy.NewAuth(*cfg, cluster, log, append(authViewOpts, audit.authOption(), proxy.WithObserver(ops.observeBind))...)
 	if err != nil {
 		return err
 	}
 	// Close writes the offline credential file one last time.
 	defer func() { _ = auth.Close() }()
 	watch.setForget(auth.ForgetUser)
+	ops.setGuard(auth.GuardStats)
+	web, err := startHTTP(cfg, ops, log)
+	if err != nil {
+		return fmt.Errorf("http.address: %w", err)
+	}
 	info, _ := debug.ReadBuildInfo()
 	srv, err := proxy.NewServer(cfg.Listen, cfg.Upstream.BaseDN, auth, log, proxy.WithVendorVersion(buildVersion(version, info)),
-		proxy.WithSearch(*cfg, cluster, append(searchViewOpts, audit.searchOption())...))
+		proxy.WithSearch(*cfg, cluster, append(searchViewOpts, audit.searchOption(ops.observeBind))...))
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -271,23 +273,44 @@ func isTerminal(stream any) bool {
 }
 
 // syncService is the sync loop of serve ("automate") with the importer it
-// feeds; the importer also serves the CSV export.
+// feeds; the importer also serves the CSV export. It keeps what /status shows
+// of the loop: the last runs (http.status.sync_runs), the run in progress,
+// the next scheduled run and the pending import plan. Its methods are safe
+// for concurrent use; a service with a nil view is the loop that is off.
 type syncService struct {
-	view     *usersync.View
-	importer *usersync.Importer
-	stop     func()
+	view *usersync.View
+	stop func()
+
+	cluster  *upstream.Cluster
+	watch    *credentialWatch
+	log      *zap.Logger
+	finished func(usersync.LoopRun) // the metrics' hook; nil: none
+	// triggers holds at most one waiting manual run (see trigger).
+	triggers chan usersync.Options
+
+	mu          sync.Mutex
+	cfg         *configs.Config    // the configuration the loop runs with
+	syncer      *usersync.Syncer   // the loop's Syncer (after reconfigure: the next one)
+	importer    *usersync.Importer // the loop's importer, the export's too
+	restart     chan struct{}      // closed to end the current Loop (reconfigure)
+	runs        []syncRun          // the last runs, oldest first
+	running     *syncRun           // the run in progress
+	next        time.Time          // the next scheduled run; zero while one runs
+	lastSuccess time.Time          // the last run without an error
+	plan        *usersync.Plan     // the pending import plan after the last run
 }
 
 // startSync starts the sync loop of serve when sync.enabled: the view is
 // opened (and served from at once), and a run every sync.interval keeps it
 // and the import in step with AD until ctx ends or stop is called. stop waits
 // for a run in progress to end (its reads are cancelled) and closes the view.
+// finished, when not nil, is told of every run that ended (the metrics).
 //
 // A sync loop that cannot start (the view held by another process, a data
 // directory ldapgate may not write) is logged as an error and the gateway
 // serves binds without it: authentication does not depend on the view.
-func startSync(ctx context.Context, cfg *configs.Config, cluster *upstream.Cluster, watch *credentialWatch, log *zap.Logger) *syncService {
-	none := &syncService{stop: func() {}}
+func startSync(ctx context.Context, cfg *configs.Config, cluster *upstream.Cluster, watch *credentialWatch, finished func(usersync.LoopRun), log *zap.Logger) *syncService {
+	none := &syncService{stop: func() {}, cfg: cfg}
 	if !cfg.Sync.Enabled {
 		return none
 	}
@@ -296,33 +319,252 @@ func startSync(ctx context.Context, cfg *configs.Config, cluster *upstream.Clust
 		log.Error("sync loop not started: serving binds without the directory view", zap.Error(err))
 		return none
 	}
-	im, err := usersync.NewImporter(*cfg, log)
-	if err == nil {
-		var imp importRun
-		var s *usersync.Syncer
-		if s, err = usersync.NewSyncer(cfg.Sync, cluster, view, log, usersync.WithImport(watch.wrap(imp.hook(im)))); err == nil {
-			return runLoop(ctx, s, im, cfg, log)
-		}
+	ss := &syncService{view: view, cluster: cluster, watch: watch, log: log, finished: finished,
+		triggers: make(chan usersync.Options, 1), cfg: cfg}
+	if last := view.State().LastSync(); !last.IsZero() {
+		ss.lastSuccess = last
 	}
-	_ = view.Close()
-	log.Error("sync loop not started: serving binds without the directory view", zap.Error(err))
-	return none
+	s, im, err := ss.build(cfg)
+	if err != nil {
+		_ = view.Close()
+		log.Error("sync loop not started: serving binds without the directory view", zap.Error(err))
+		return none
+	}
+	ss.syncer, ss.importer = s, im
+	ss.runLoop(ctx, s)
+	return ss
 }
 
-// runLoop runs s.Loop until ctx ends or the service is stopped.
-func runLoop(ctx context.Context, s *usersync.Syncer, im *usersync.Importer, cfg *configs.Config, log *zap.Logger) *syncService {
-	view := s.View()
+// build makes the Syncer and the Importer of cfg on the service's view.
+func (ss *syncService) build(cfg *configs.Config) (*usersync.Syncer, *usersync.Importer, error) {
+	im, err := usersync.NewImporter(*cfg, ss.log)
+	if err != nil {
+		return nil, nil, err
+	}
+	var imp importRun
+	s, err := usersync.NewSyncer(cfg.Sync, ss.cluster, ss.view, ss.log, usersync.WithImport(ss.watch.wrap(imp.hook(im))))
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, im, nil
+}
+
+// runLoop runs s.Loop, and the Loop of each Syncer reconfigure makes, until
+// ctx ends or the service is stopped.
+func (ss *syncService) runLoop(ctx context.Context, s *usersync.Syncer) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
+	ss.mu.Lock()
+	ss.restart = make(chan struct{})
+	restart := ss.restart
+	ss.mu.Unlock()
 	go func() {
 		defer close(done)
-		_ = s.Loop(ctx)
+		for {
+			_ = s.Loop(ctx, usersync.LoopControl{
+				Trigger:   ss.triggers,
+				Stop:      restart,
+				Started:   ss.started,
+				Finished:  ss.ended,
+				Scheduled: ss.scheduled,
+			})
+			if ctx.Err() != nil {
+				return
+			}
+			// reconfigure ended the Loop: run the new Syncer's.
+			ss.mu.Lock()
+			s, restart = ss.syncer, ss.restart
+			ss.mu.Unlock()
+		}
 	}()
-	log.Info("sync loop started", zap.String("data_dir", cfg.Sync.DataDir), zap.Int("entries", view.Len()),
-		zap.Time("last_sync", view.State().LastSync()), zap.Duration("interval", cfg.Sync.Interval))
-	return &syncService{view: view, importer: im, stop: func() {
+	ss.log.Info("sync loop started", zap.String("data_dir", ss.cfg.Sync.DataDir), zap.Int("entries", ss.view.Len()),
+		zap.Time("last_sync", ss.view.State().LastSync()), zap.Duration("interval", ss.cfg.Sync.Interval))
+	ss.stop = func() {
 		cancel()
 		<-done
-		_ = view.Close()
-	}}
+		_ = ss.view.Close()
+	}
+}
+
+// started records the run in progress.
+func (ss *syncService) started(r usersync.LoopRun) {
+	run := newSyncRun(r)
+	ss.mu.Lock()
+	ss.running, ss.next = &run, time.Time{}
+	ss.mu.Unlock()
+}
+
+// ended records a finished run in the history, plans the pending import
+// (what the next import would do if AD did not change: held deletions show
+// here) and tells the metrics.
+func (ss *syncService) ended(r usersync.LoopRun) {
+	run := newSyncRun(r)
+	ss.mu.Lock()
+	im := ss.importer
+	ss.mu.Unlock()
+	plan, err := im.Plan(ss.view.All())
+	if err != nil {
+		ss.log.Warn("sync: the pending import plan could not be computed", zap.Error(err))
+	}
+	ss.mu.Lock()
+	ss.running = nil
+	ss.runs = append(ss.runs, run)
+	ss.trimRuns()
+	if r.Result.Err == nil {
+		ss.lastSuccess = r.Started.Add(r.Result.Dur)
+	}
+	if plan != nil {
+		ss.plan = plan
+	}
+	ss.mu.Unlock()
+	if ss.finished != nil {
+		ss.finished(r)
+	}
+}
+
+// scheduled records the time of the next scheduled run.
+func (ss *syncService) scheduled(next time.Time) {
+	ss.mu.Lock()
+	ss.next = next
+	ss.mu.Unlock()
+}
+
+// syncTrigger is what trigger did.
+type syncTrigger string
+
+const (
+	// triggerQueued: a run starts now, or right after the one in progress.
+	triggerQueued syncTrigger = "queued"
+	// triggerCoalesced: a manual run was already waiting; it will be a full
+	// one if either asked for it.
+	triggerCoalesced syncTrigger = "coalesced"
+	// triggerOff: the sync loop is off.
+	triggerOff syncTrigger = "off"
+)
+
+// trigger asks for a sync now (full forces a full one), as the status page's
+// "run sync" does. While a run is in progress the new one starts right after
+// it; at most one run waits: a trigger while one is waiting is merged into it
+// (coalesced), so triggers never queue up.
+func (ss *syncService) trigger(full bool) syncTrigger {
+	if ss.view == nil {
+		return triggerOff
+	}
+	o := usersync.Options{Full: full}
+	result := triggerQueued
+	for {
+		select {
+		case ss.triggers <- o:
+			return result
+		default:
+		}
+		// One is waiting: take it and put back the union of both.
+		select {
+		case old := <-ss.triggers:
+			o.Full = o.Full || old.Full
+			result = triggerCoalesced
+		default:
+		}
+	}
+}
+
+// reconfigure applies a changed configuration's sync and import settings
+// (sync.*, import.*, the service account that the import excludes) to the
+// running loop: it builds a new Syncer and Importer on the same open view and,
+// after the run in progress (which is not cancelled), runs them at once and
+// then on the new sync.interval; the history and a waiting trigger are kept.
+// sync.stale_after applies at once to the view, http.status.sync_runs to the
+// history. It is what the reload (SIGHUP, file change) calls; nothing changes
+// when these settings are the same. cfg must be validated.
+//
+// A change of sync.enabled or sync.data_dir needs a restart: reconfigure
+// returns an error saying so and changes nothing, as it does when the new
+// settings cannot be built. http.* (the listener, its credentials, which the
+// export shares) needs a restart too and is not compared; sync.outage_max_age
+// is the listener's (see view.go), not the loop's.
+func (ss *syncService) reconfigure(cfg *configs.Config) error {
+	ss.mu.Lock()
+	old := ss.cfg
+	ss.mu.Unlock()
+	switch {
+	case cfg.Sync.Enabled != old.Sync.Enabled:
+		return fmt.Errorf("sync.enabled changed from %t to %t: restart ldapgate to apply it", old.Sync.Enabled, cfg.Sync.Enabled)
+	case cfg.Sync.DataDir != old.Sync.DataDir:
+		return fmt.Errorf("sync.data_dir changed from %q to %q: restart ldapgate to apply it (the view stays open where it is)", old.Sync.DataDir, cfg.Sync.DataDir)
+	}
+	// The export keeps the listener's credentials until a restart.
+	next := *cfg
+	next.HTTP = old.HTTP
+	next.HTTP.Status = cfg.HTTP.Status
+	if ss.view == nil || reflect.DeepEqual(loopSettings(&next), loopSettings(old)) {
+		ss.mu.Lock()
+		ss.cfg = &next
+		ss.trimRuns()
+		ss.mu.Unlock()
+		return nil
+	}
+	s, im, err := ss.build(&next)
+	if err != nil {
+		return fmt.Errorf("sync: the new settings are not applied: %w", err)
+	}
+	ss.view.SetStaleAfter(next.Sync.StaleAfter)
+	ss.mu.Lock()
+	ss.cfg, ss.syncer, ss.importer = &next, s, im
+	ss.trimRuns()
+	close(ss.restart)
+	ss.restart = make(chan struct{})
+	ss.mu.Unlock()
+	ss.log.Info("sync settings reloaded: the loop restarts after the run in progress",
+		zap.Duration("interval", next.Sync.Interval), zap.String("import_mode", next.Import.Mode))
+	return nil
+}
+
+// loopSettings are the settings the Syncer and the Importer are built from.
+func loopSettings(cfg *configs.Config) any {
+	return struct {
+		Sync   configs.Sync
+		Import configs.Import
+		BindDN string
+	}{cfg.Sync, cfg.Import, cfg.Upstream.BindDN}
+}
+
+// trimRuns drops the runs past http.status.sync_runs; ss.mu is held.
+func (ss *syncService) trimRuns() {
+	if n := ss.cfg.HTTP.Status.SyncRuns; len(ss.runs) > n {
+		ss.runs = slices.Delete(ss.runs, 0, len(ss.runs)-n)
+	}
+}
+
+// currentImporter is the importer the export serves (nil when the loop is
+// off).
+func (ss *syncService) currentImporter() *usersync.Importer {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.importer
+}
+
+// status is the loop's part of the status report, with at most rows rows of
+// the pending import plan.
+func (ss *syncService) status(rows int) syncStatus {
+	st := syncStatus{Runs: []syncRun{}}
+	if ss.view == nil {
+		return st
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	st.Enabled = true
+	st.IntervalS = ss.cfg.Sync.Interval.Seconds()
+	if ss.running != nil {
+		run := *ss.running
+		st.Running = &run
+	}
+	st.NextAt, st.LastSuccessAt = ss.next, ss.lastSuccess
+	st.ViewEntries = ss.view.Len()
+	for i := len(ss.runs) - 1; i >= 0; i-- {
+		st.Runs = append(st.Runs, ss.runs[i])
+	}
+	if ss.plan != nil {
+		st.Plan = newPlanSummary(ss.plan, rows)
+	}
+	return st
 }

@@ -223,7 +223,7 @@ func TestServeRunsTheSyncLoopUntilStopped(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = cluster.Close() })
 
-	svc := startSync(context.Background(), cfg, cluster, &credentialWatch{}, log)
+	svc := startSync(context.Background(), cfg, cluster, &credentialWatch{}, nil, log)
 	if svc.view == nil || svc.importer == nil {
 		t.Fatalf("the sync loop did not start: %v", logs.All())
 	}
@@ -250,7 +250,7 @@ func TestServeRunsTheSyncLoopUntilStopped(t *testing.T) {
 	held, _ := usersync.OpenView(d.dataDir, usersync.ViewOptions{})
 	t.Cleanup(func() { _ = held.Close() })
 	before := len(logs.All())
-	if svc := startSync(context.Background(), cfg, cluster, &credentialWatch{}, log); svc.view != nil {
+	if svc := startSync(context.Background(), cfg, cluster, &credentialWatch{}, nil, log); svc.view != nil {
 		svc.stop()
 		t.Errorf("a sync loop started on a view another process holds")
 	}
@@ -259,7 +259,7 @@ func TestServeRunsTheSyncLoopUntilStopped(t *testing.T) {
 	}
 
 	cfg.Sync.Enabled = false
-	if svc := startSync(context.Background(), cfg, cluster, &credentialWatch{}, log); svc.view != nil {
+	if svc := startSync(context.Background(), cfg, cluster, &credentialWatch{}, nil, log); svc.view != nil {
 		t.Errorf("a sync loop started with sync.enabled false")
 	}
 }
