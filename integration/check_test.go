@@ -26,21 +26,27 @@ import (
 	"github.com/ldapgate/ldapgate/integration/testbed"
 )
 
-// checkWithin bounds one run of 'ldapgate check'.
+// checkWithin bounds one run of 'ldapgate check' (or of a short 'ldapgate bench').
 const checkWithin = 60 * time.Second
 
-// checkRun is what one run of 'ldapgate check ...' did.
+// checkRun is what one run of the binary did.
 type checkRun struct {
 	exit           int
 	stdout, stderr string
 }
 
-// runCheck runs the real binary with args and stdin, bounded.
+// runCheck runs 'ldapgate check' with args and stdin, bounded.
 func runCheck(t *testing.T, stdin string, args ...string) checkRun {
+	t.Helper()
+	return runLdapgate(t, stdin, append([]string{"check"}, args...)...)
+}
+
+// runLdapgate runs the real binary with args and stdin, bounded by checkWithin.
+func runLdapgate(t *testing.T, stdin string, args ...string) checkRun {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), checkWithin)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, gatewayBinary(t), append([]string{"check"}, args...)...)
+	cmd := exec.CommandContext(ctx, gatewayBinary(t), args...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -49,11 +55,11 @@ func runCheck(t *testing.T, stdin string, args ...string) checkRun {
 	var exit *exec.ExitError
 	switch {
 	case ctx.Err() != nil:
-		t.Fatalf("ldapgate check %s did not finish within %s", strings.Join(args, " "), checkWithin)
+		t.Fatalf("ldapgate %s did not finish within %s", strings.Join(args, " "), checkWithin)
 	case errors.As(err, &exit):
 		r.exit = exit.ExitCode()
 	case err != nil:
-		t.Fatalf("run ldapgate check: %v", err)
+		t.Fatalf("run ldapgate: %v", err)
 	}
 	return r
 }
