@@ -1,7 +1,7 @@
 package main
 
 // The operations surface of serve on the HTTP listener: /healthz, /readyz,
-// /status and /metrics (see http.go for the routes and their authentication).
+// /status and /metrics (metrics.go) (see http.go for the routes and their authentication).
 
 import (
 	"encoding/json"
@@ -32,6 +32,7 @@ type operations struct {
 	guard    func() proxy.GuardStats   // Auth.GuardStats; nil until setGuard
 	sync     *syncService              // nil until setSync
 	failures *failureLog
+	metrics  *gatewayMetrics
 	log      *zap.Logger
 }
 
@@ -39,7 +40,7 @@ type operations struct {
 // reports.
 func newOperations(cfg *configs.Config, dcs func() []upstream.DCStats, log *zap.Logger) *operations {
 	info, _ := debug.ReadBuildInfo()
-	return &operations{
+	o := &operations{
 		cfg:      cfg,
 		version:  buildVersion(version, info),
 		started:  time.Now(),
@@ -48,6 +49,8 @@ func newOperations(cfg *configs.Config, dcs func() []upstream.DCStats, log *zap.
 		failures: newFailureLog(cfg.HTTP.Status.AuthFailures),
 		log:      log.Named("http"),
 	}
+	o.metrics = newGatewayMetrics(o)
+	return o
 }
 
 // setSync names the sync loop.
@@ -57,10 +60,15 @@ func (o *operations) setSync(ss *syncService) { o.sync = ss }
 func (o *operations) setGuard(f func() proxy.GuardStats) { o.guard = f }
 
 // observeBind is the bind path's observer (proxy.WithObserver): it counts
-// the decision. It runs on the request's goroutine and does not block.
+// the decision in the metrics and keeps a failure for /status. It runs on
+// the request's goroutine and does not block.
 func (o *operations) observeBind(c proxy.Client, login string, d proxy.Decision) {
+	o.metrics.observeBind(d)
 	o.failures.observe(o.now(), c, login, d)
 }
+
+// syncFinished is the sync loop's hook (startSync): it counts the run.
+func (o *operations) syncFinished(r usersync.LoopRun) { o.metrics.observeSync(r) }
 
 // importer is the sync loop's importer, which serves the export (nil when
 // the loop is off).
@@ -141,6 +149,9 @@ func (o *operations) status() statusReport {
 	}
 	return rep
 }
+
+// serveMetrics answers the metrics (see metrics.go).
+func (o *operations) serveMetrics() http.Handler { return o.metrics.handler(o.log) }
 
 // serveHealthz answers 200 while the process serves.
 func (o *operations) serveHealthz(w http.ResponseWriter, _ *http.Request) {

@@ -66,11 +66,12 @@ func startHTTP(cfg *configs.Config, ops *operations, log *zap.Logger) (*httpServ
 func httpHandler(cfg *configs.Config, ops *operations, log *zap.Logger) http.Handler {
 	mux := http.NewServeMux()
 	auth := usersync.NewHTTPAuth(cfg.HTTP, log)
-	admin := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, auth.Require(h)) }
+	admin := func(pattern string, h http.Handler) { mux.Handle(pattern, auth.Require(h)) }
 
 	mux.HandleFunc("GET /healthz", ops.serveHealthz)
 	mux.HandleFunc("GET /readyz", ops.serveReadyz)
-	admin("GET /status", ops.serveStatus)
+	admin("GET /status", http.HandlerFunc(ops.serveStatus))
+	admin("GET /metrics", ops.serveMetrics())
 	off := auth.Require(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "the user import is off (sync.enabled: false, or the sync loop could not start: see the log)", http.StatusNotFound)
 	}))

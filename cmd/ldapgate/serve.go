@@ -80,7 +80,7 @@ func serve(ctx context.Context, cfg *configs.Config, log *zap.Logger) error {
 	watch := &credentialWatch{}
 	// The operations surface (metrics, /status, /readyz): see admin.go.
 	ops := newOperations(cfg, cluster.Stats, log)
-	syncSvc := startSync(ctx, cfg, cluster, watch, nil, log)
+	syncSvc := startSync(ctx, cfg, cluster, watch, ops.syncFinished, log)
 	defer syncSvc.stop()
 	ops.setSync(syncSvc)
 
