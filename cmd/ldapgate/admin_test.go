@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/ldapgate/ldapgate/configs"
 	"github.com/ldapgate/ldapgate/proxy"
 	"github.com/ldapgate/ldapgate/proxy/upstream"
+	usersync "github.com/ldapgate/ldapgate/sync"
 )
 
 // fakeOps is an operations surface over DC stats and guard counts the test
@@ -162,5 +164,41 @@ func TestStatusReportsDCsAndFailures(t *testing.T) {
 	}
 	if rep.Sync.Enabled || rep.Sync.Runs == nil {
 		t.Errorf("sync of a loop that is off: %+v", rep.Sync)
+	}
+}
+
+func TestPlanSummaryListsAtMostPlanRows(t *testing.T) {
+	t.Parallel()
+	item := func(a usersync.Action, user string) usersync.PlanItem {
+		return usersync.PlanItem{Action: a, User: usersync.ImportUser{Username: user, DisplayName: strings.ToUpper(user)}}
+	}
+	upd := item(usersync.ActionUpdate, "bob")
+	upd.Changes = []usersync.FieldChange{{Field: "phone", Old: "+1 555 0101", New: "+1 555 0102"}}
+	rm := item(usersync.ActionRemove, "carol")
+	rm.Held = true
+	p := &usersync.Plan{Mode: "create_update_remove", ViewUsers: 40, AppliedUsers: 41,
+		Creates: []usersync.PlanItem{item(usersync.ActionCreate, "alice")}, Updates: []usersync.PlanItem{upd},
+		Removes: []usersync.PlanItem{rm, item(usersync.ActionRemove, "dave")}, Unchanged: make([]usersync.PlanItem, 37),
+		HeldDeletions: true, HeldReason: "2 of 41 is above 1%"}
+
+	s := newPlanSummary(p, 3)
+	if s.Creates != 1 || s.Updates != 1 || s.Removes != 2 || s.Unchanged != 37 || !s.HeldDeletions || s.HeldReason != p.HeldReason {
+		t.Errorf("counts %+v", s)
+	}
+	if len(s.Rows) != 3 || s.RowsOmitted != 1 {
+		t.Fatalf("%d rows, %d omitted; want 3 and 1 (plan_rows 3)", len(s.Rows), s.RowsOmitted)
+	}
+	want := []planRow{
+		{Action: "create", Username: "alice", DisplayName: "ALICE"},
+		{Action: "update", Username: "bob", DisplayName: "BOB", Changes: []string{"phone: +1 555 0101 → +1 555 0102"}},
+		{Action: "remove", Username: "carol", DisplayName: "CAROL", Held: true},
+	}
+	for i := range want {
+		if !reflect.DeepEqual(s.Rows[i], want[i]) {
+			t.Errorf("row %d: %+v, want %+v", i, s.Rows[i], want[i])
+		}
+	}
+	if s := newPlanSummary(p, 0); len(s.Rows) != 0 || s.RowsOmitted != 4 || s.Rows == nil {
+		t.Errorf("plan_rows 0: %d rows (nil %t), %d omitted", len(s.Rows), s.Rows == nil, s.RowsOmitted)
 	}
 }
