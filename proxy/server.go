@@ -57,9 +57,10 @@ const backendStartAttempts = 5
 type ServerOption func(*serverOptions)
 
 type serverOptions struct {
-	tls     *tls.Config
-	version string
-	search  *searchSetup
+	tls       *tls.Config
+	version   string
+	search    *searchSetup
+	listening func(addr net.Addr, ldaps bool)
 }
 
 // WithTLSConfig serves LDAPS and StartTLS with c instead of loading the
@@ -68,6 +69,13 @@ func WithTLSConfig(c *tls.Config) ServerOption { return func(o *serverOptions) {
 
 // WithVendorVersion sets the vendorVersion the rootDSE shows. Default "dev".
 func WithVendorVersion(v string) ServerOption { return func(o *serverOptions) { o.version = v } }
+
+// WithListening has ListenAndServe call f with the address of each listener it
+// opened (ldaps true for cfg.LDAPSAddress), once every one of them is open and
+// before it serves: how a caller that asked for port 0 learns the port.
+func WithListening(f func(addr net.Addr, ldaps bool)) ServerOption {
+	return func(o *serverOptions) { o.listening = f }
+}
 
 // Server is the client-facing LDAP listener: the connection guard in front of a
 // gldap server on an internal loopback port, with the gateway's routes (bind
@@ -85,6 +93,8 @@ type Server struct {
 	version string
 	guard   *guard.Guard
 	srch    *searcher // nil without WithSearch: searches other than the rootDSE get 50
+
+	listening func(addr net.Addr, ldaps bool) // WithListening; nil without
 
 	// ctx is the parent of every handler's context; cancelled when Shutdown
 	// gives up waiting for in-flight requests.
@@ -210,14 +220,15 @@ func NewServer(cfg configs.Listen, baseDN string, auth Authenticator, log *zap.L
 	}
 	cfg = withListenDefaults(cfg)
 	s := &Server{
-		cfg:      cfg,
-		baseDN:   baseDN,
-		auth:     auth,
-		log:      log.Named("listener"),
-		tls:      o.tls,
-		version:  o.version,
-		inflight: make(chan struct{}, cfg.MaxInFlight),
-		conns:    make(map[connKey]*connState),
+		cfg:       cfg,
+		baseDN:    baseDN,
+		auth:      auth,
+		log:       log.Named("listener"),
+		tls:       o.tls,
+		version:   o.version,
+		inflight:  make(chan struct{}, cfg.MaxInFlight),
+		conns:     make(map[connKey]*connState),
+		listening: o.listening,
 	}
 	if s.tls == nil && (cfg.LDAPSAddress != "" || cfg.StartTLS || cfg.TLS.CertFile != "") {
 		r, err := certs.NewReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile)
@@ -333,6 +344,11 @@ func (s *Server) ListenAndServe() error {
 	}
 	if len(ls) == 0 {
 		return ErrNoListenAddress
+	}
+	if s.listening != nil {
+		for i, l := range ls { // the LDAPS listener, when there is one, is the last
+			s.listening(l.Addr(), i == len(ls)-1 && s.cfg.LDAPSAddress != "")
+		}
 	}
 	errc := make(chan error, len(ls))
 	for i := range ls {

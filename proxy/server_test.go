@@ -1106,6 +1106,13 @@ func TestListenAndServe(t *testing.T) {
 	if err := l.Bind("jdoe", "secret"); err != nil {
 		t.Fatal(err)
 	}
+	shutdownListenAndServe(t, s, served)
+}
+
+// shutdownListenAndServe shuts s down; ListenAndServe, whose result served
+// receives, must then return ErrServerClosed.
+func shutdownListenAndServe(t *testing.T, s *Server, served <-chan error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 	if err := s.Shutdown(ctx); err != nil {
@@ -1114,4 +1121,54 @@ func TestListenAndServe(t *testing.T) {
 	if err := <-served; !errors.Is(err, ErrServerClosed) {
 		t.Fatalf("ListenAndServe = %v, want ErrServerClosed", err)
 	}
+}
+
+// TestWithListening: a caller that asked for port 0 learns each port ListenAndServe
+// opened, plain and LDAPS apart, and a client reaches the gateway on each.
+func TestWithListening(t *testing.T) {
+	var ts testServer
+	cfg := configs.Listen{Address: "127.0.0.1:0", LDAPSAddress: "127.0.0.1:0"}
+	ts.writeCerts(t, &cfg)
+	type listening struct {
+		addr  string
+		ldaps bool
+	}
+	got := make(chan listening, 2)
+	s, err := NewServer(cfg, testBaseDN, &fakeAuth{}, nil, WithListening(func(a net.Addr, ldaps bool) {
+		got <- listening{a.String(), ldaps}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.ListenAndServe() }()
+	urls := map[bool]string{}
+	for range 2 {
+		select {
+		case l := <-got:
+			if _, ok := urls[l.ldaps]; ok {
+				t.Fatalf("the listener with ldaps=%v was reported twice", l.ldaps)
+			}
+			scheme := map[bool]string{false: "ldap://", true: "ldaps://"}[l.ldaps]
+			urls[l.ldaps] = scheme + l.addr
+		case err := <-served:
+			t.Fatalf("ListenAndServe returned %v before it reported both listeners", err)
+		case <-time.After(waitFor):
+			t.Fatalf("WithListening reported %v within %v, want the plain and the LDAPS listener", urls, waitFor)
+		}
+	}
+	for _, u := range urls {
+		if strings.HasSuffix(u, ":0") {
+			t.Errorf("reported %s, want the port the listener got", u)
+		}
+		l, err := ldap.DialURL(u, ldap.DialWithTLSConfig(ts.clientTLS))
+		if err != nil {
+			t.Fatalf("dial %s: %v", u, err)
+		}
+		if err := l.Bind("jdoe", "secret"); err != nil {
+			t.Errorf("bind on %s: %v", u, err)
+		}
+		_ = l.Close()
+	}
+	shutdownListenAndServe(t, s, served)
 }
