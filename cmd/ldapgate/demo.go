@@ -2,29 +2,37 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"syscall"
 
 	"github.com/ldapgate/ldapgate/configs"
 	"github.com/ldapgate/ldapgate/integration/adsim"
 	"github.com/ldapgate/ldapgate/integration/testbed"
+	usersync "github.com/ldapgate/ldapgate/sync"
 )
 
 func demoCommand() *command {
 	return &command{
 		name:    "demo",
 		summary: "run the gateway in front of two simulated AADDS domain controllers",
-		usage:   "[--listen ADDR] [--users N] [--log-format json|console] [--log-level LEVEL]",
+		usage:   "[--listen ADDR] [--http ADDR] [--users N] [--log-format json|console] [--log-level LEVEL]",
 		help: `demo needs no directory, no root and no network: it starts two simulated
 Azure AD DS domain controllers in-process (LDAPS on loopback, certificates from
-a throwaway CA, the test bed's accounts: jdoe, sobrien, cwhite, ...), puts the
-gateway in front of them on --listen, prints commands to try with ldap-utils,
-and serves until Ctrl-C. Everything it creates is removed when it stops.`,
+a throwaway CA, the test bed's accounts: jdoe, sobrien, cwhite, ...), writes a
+configuration for the gateway in front of them, runs the first user import,
+starts the gateway on --listen and the CSV export on --http, prints commands to
+try (with ldap-utils, curl and ldapgate itself) once they work, and serves until
+Ctrl-C. A port of 0 picks a free one; the printed commands carry the real one.
+Everything it creates is removed when it stops.`,
 		setup: func(fs *flag.FlagSet) runFunc {
 			listen := fs.String("listen", testbed.GatewayAddr, "serve plain LDAP on `ADDR`")
 			httpAddr := fs.String("http", configs.Default().HTTP.Address, "serve the CSV export on `ADDR` (empty: off)")
@@ -55,11 +63,7 @@ and serves until Ctrl-C. Everything it creates is removed when it stops.`,
 					return err
 				}
 				defer func() { _ = os.RemoveAll(tmp) }()
-				caFile := filepath.Join(tmp, "ca.pem")
-				if err := os.WriteFile(caFile, dir.CACertPEM(), 0o600); err != nil {
-					return err
-				}
-				var servers []configs.Server
+				d := demoSetup{dir: tmp, listen: *listen, http: *httpAddr}
 				for _, name := range []string{"dc1", "dc2"} {
 					dc, err := dir.NewDC(adsim.DCConfig{Name: name})
 					if err != nil {
@@ -69,57 +73,171 @@ and serves until Ctrl-C. Everything it creates is removed when it stops.`,
 						return fmt.Errorf("simulated %s: %w", name, err)
 					}
 					defer func() { _ = dc.Close() }()
-					servers = append(servers, configs.Server{URL: dc.URL(), ServerName: dc.HostName()})
+					d.servers = append(d.servers, configs.Server{URL: dc.URL(), ServerName: dc.HostName()})
 				}
-				cfg := demoConfig(*listen, servers, caFile)
-				cfg.HTTP.Address = *httpAddr
-				cfg.Sync.DataDir = filepath.Join(tmp, "data") // the view and the import go with the demo
-				if err := cfg.Validate(); err != nil {
+				cfgPath, err := d.write(dir.CACertPEM())
+				if err != nil {
 					return err
 				}
-				printDemoHelp(e.stdout, &cfg)
-				return serve(ctx, &cfg, log)
+				// The gateway runs the file the printed commands read.
+				cfg, err := configs.Load(cfgPath)
+				if err != nil {
+					return err
+				}
+				// The first import before anything is printed: the CSV export
+				// and the directory view are there when the commands run.
+				if err := syncOnce(ctx, e, cfg, usersync.Options{}, log); err != nil {
+					return fmt.Errorf("first sync: %w", err)
+				}
+				self := selfCommand()
+				return serve(ctx, cfg, log, func(ldapAddr, httpAddr string) {
+					printDemoHelp(e.stdout, demoHelp{
+						ldap: ldapAddr, http: httpAddr, servers: cfg.Upstream.Servers, config: cfgPath, self: self,
+					})
+				})
 			}
 		},
 	}
 }
 
-// demoConfig is the gateway's configuration in front of the simulated DCs: the
-// defaults plus the test bed's directory layout and service account.
-func demoConfig(listen string, servers []configs.Server, caFile string) configs.Config {
-	cfg := configs.Default()
-	cfg.Listen.Address = listen
-	cfg.Upstream.Servers = servers
-	cfg.Upstream.CAFile = caFile
-	cfg.Upstream.BindDN = testbed.Service.UPN()
-	cfg.Upstream.BindPassword = configs.Secret(testbed.Service.Password)
-	cfg.Upstream.BaseDN = testbed.BaseDN
-	cfg.Upstream.UserBaseDN = testbed.UsersDN
-	cfg.Upstream.NetBIOSDomain = testbed.NetBIOS
-	// The import takes PBX-Users' members, nested groups included, as a pascom
-	// "AD User Sync" pre-filter would.
-	cfg.Sync.Filter = "(&(objectCategory=person)(objectClass=user)(memberOf:1.2.840.113556.1.4.1941:=" + testbed.PBXUsersDN + "))"
-	return cfg
+// demoSetup is what the demo's configuration is made of.
+type demoSetup struct {
+	dir          string // the demo's temporary directory
+	listen, http string
+	servers      []configs.Server
+}
+
+// write writes the demo's CA, the service account's password and the
+// gateway's configuration into d.dir, and returns the configuration's path.
+// The file holds only what differs from the defaults: the test bed's directory
+// layout and service account in front of the simulated DCs.
+func (d demoSetup) write(caPEM []byte) (string, error) {
+	caFile := filepath.Join(d.dir, "ca.pem")
+	pwFile := filepath.Join(d.dir, "bind-password")
+	cfgFile := filepath.Join(d.dir, "ldapgate.yaml")
+	// JSON strings are YAML double-quoted scalars: every value is quoted.
+	q := func(s string) string {
+		b, _ := json.Marshal(s)
+		return string(b)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `# The configuration of 'ldapgate demo': the gateway in front of two simulated
+# AADDS domain controllers. It is removed when the demo stops.
+listen:
+  address: %s
+http:
+  address: %s
+upstream:
+  servers:
+`, q(d.listen), q(d.http))
+	for _, s := range d.servers {
+		fmt.Fprintf(&b, "    - url: %s\n      server_name: %s\n", q(s.URL), q(s.ServerName))
+	}
+	fmt.Fprintf(&b, `  ca_file: %s
+  bind_dn: %s
+  bind_password_file: %s
+  base_dn: %s
+  user_base_dn: %s
+  netbios_domain: %s
+# The import takes PBX-Users' members, nested groups included, as a pascom
+# "AD User Sync" pre-filter would.
+sync:
+  data_dir: %s
+  filter: %s
+`, q(caFile), q(testbed.Service.UPN()), q(pwFile), q(testbed.BaseDN), q(testbed.UsersDN), q(testbed.NetBIOS),
+		q(filepath.Join(d.dir, "data")),
+		q("(&(objectCategory=person)(objectClass=user)(memberOf:1.2.840.113556.1.4.1941:="+testbed.PBXUsersDN+"))"))
+	for path, data := range map[string]string{caFile: string(caPEM), pwFile: testbed.Service.Password + "\n", cfgFile: b.String()} {
+		if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+			return "", err
+		}
+	}
+	return cfgFile, nil
+}
+
+// demoHelp is what printDemoHelp shows: the addresses as the listeners got
+// them, and how to run ldapgate itself.
+type demoHelp struct {
+	ldap, http string // host:port; http "" when off
+	servers    []configs.Server
+	config     string // the demo's configuration file
+	self       string // how to run this program, from selfCommand
 }
 
 // printDemoHelp tells the user what is running and what to try.
-func printDemoHelp(w io.Writer, cfg *configs.Config) {
-	u := "ldap://" + cfg.Listen.Address
-	fmt.Fprintf(w, "ldapgate demo: the gateway listens on %s in front of two simulated AADDS DCs:\n", u)
-	for _, s := range cfg.Upstream.Servers {
-		fmt.Fprintf(w, "  %s (%s)\n", s.URL, s.ServerName)
+func printDemoHelp(w io.Writer, h demoHelp) {
+	u := "ldap://" + h.ldap
+	var b strings.Builder
+	fmt.Fprintf(&b, "ldapgate demo: the gateway listens on %s in front of two simulated AADDS DCs:\n", u)
+	for _, s := range h.servers {
+		fmt.Fprintf(&b, "  %s (%s)\n", s.URL, s.ServerName)
 	}
-	fmt.Fprintf(w, `
+	fmt.Fprintf(&b, `Its configuration: %[3]s
+
 Try (ldap-utils):
   ldapwhoami -x -H %[1]s -D jdoe -w 'Passw0rd!jdoe'
   ldapwhoami -x -H %[1]s -D 'AADDS\jdoe' -w 'Passw0rd!jdoe'
   ldapwhoami -x -H %[1]s -D jdoe@aadds.example.test -w 'Passw0rd!jdoe'
   ldapwhoami -x -H %[1]s -D jdoe -w wrong          # 49 invalid credentials
   ldapwhoami -x -H %[1]s -D cwhite -w 'Passw0rd!cwhite'  # disabled: the same 49
-  ldapsearch -x -H %[1]s -D svc-pbx@aadds.example.test -w 'Svc!Passw0rd-pbx' -b '%[2]s' '(sAMAccountName=jdoe)' dn
-`, u, testbed.UsersDN)
-	if cfg.HTTP.Address != "" {
-		fmt.Fprintf(w, "  curl http://%s/export/users.csv   # pascom's \"Users from CSV\" import\n", cfg.HTTP.Address)
+  ldapsearch -x -H %[1]s -D svc-pbx@aadds.example.test -w 'Svc!Passw0rd-pbx' -b %[2]s '(sAMAccountName=jdoe)' dn
+`, u, shellQuote(testbed.UsersDN), h.config)
+	if h.http != "" {
+		fmt.Fprintf(&b, "  curl http://%s%s   # pascom's \"Users from CSV\" import\n", h.http, usersync.ExportPath)
 	}
-	fmt.Fprintln(w, "\nPress Ctrl-C to stop.")
+	cfg := shellWord(h.config)
+	fmt.Fprintf(&b, "  %s sync --config %s --dry-run   # pascom's \"save and simulate\"\n", h.self, cfg)
+	fmt.Fprintf(&b, "  %s check upstream --config %s   # each DC: TLS, certificate expiry, latency\n", h.self, cfg)
+	b.WriteString("\nPress Ctrl-C to stop.\n")
+	_, _ = io.WriteString(w, b.String())
+}
+
+// selfCommand is how a printed command runs this program: "go run
+// ./cmd/ldapgate" when go run started it from the module's root, "ldapgate"
+// when that is this executable on PATH, else the executable's path.
+func selfCommand() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "ldapgate"
+	}
+	wd, _ := os.Getwd()
+	onPath, _ := exec.LookPath("ldapgate")
+	return commandFor(exe, wd, onPath)
+}
+
+// goRunCacheDir matches the directory of an executable go run left in the
+// build cache ($GOCACHE/xx/<64 hex digits>-d/ldapgate, Go 1.24 and later).
+var goRunCacheDir = regexp.MustCompile(`^[0-9a-f]{64}-d$`)
+
+// commandFor is selfCommand's decision for the executable exe started in the
+// directory wd, with onPath the ldapgate found on PATH ("" when none).
+func commandFor(exe, wd, onPath string) string {
+	goRun := goRunCacheDir.MatchString(filepath.Base(filepath.Dir(exe)))
+	for _, part := range strings.Split(filepath.ToSlash(exe), "/") {
+		// A fresh go run build: $TMPDIR/go-buildNNN/b001/exe/ldapgate.
+		goRun = goRun || strings.HasPrefix(part, "go-build")
+	}
+	if goRun {
+		if _, err := os.Stat(filepath.Join(wd, "cmd", "ldapgate", "main.go")); err == nil {
+			return "go run ./cmd/ldapgate"
+		}
+		return shellWord(exe) // it lives as long as the demo runs
+	}
+	if onPath != "" {
+		a, errA := os.Stat(onPath)
+		b, errB := os.Stat(exe)
+		if errA == nil && errB == nil && os.SameFile(a, b) {
+			return "ldapgate"
+		}
+	}
+	return shellWord(exe)
+}
+
+// shellWord is s as one shell word: as it is when no character in it is
+// special to the shell, else quoted.
+func shellWord(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+:=,@%") == "" {
+		return s
+	}
+	return shellQuote(s)
 }

@@ -15,8 +15,9 @@ import (
 
 // httpService is the admin/export HTTP listener of serve.
 type httpService struct {
-	srv *http.Server
-	log *zap.Logger
+	srv  *http.Server
+	addr string // the address it listens on, its port resolved
+	log  *zap.Logger
 }
 
 // startHTTP serves cfg.HTTP.Address (see httpHandler). An empty address
@@ -49,7 +50,15 @@ func startHTTP(cfg *configs.Config, ops *operations, log *zap.Logger) (*httpServ
 			zap.String("listen", cfg.HTTP.Address))
 	}
 	log.Info("http listener started", zap.String("listen", l.Addr().String()))
-	return &httpService{srv: srv, log: log}, nil
+	return &httpService{srv: srv, addr: l.Addr().String(), log: log}, nil
+}
+
+// address is the address the listener got, "" when there is none.
+func (h *httpService) address() string {
+	if h == nil {
+		return ""
+	}
+	return h.addr
 }
 
 // httpHandler routes the listener:

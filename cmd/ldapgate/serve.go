@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -61,14 +62,16 @@ connections.`,
 				}
 				ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 				defer stop()
-				return serve(ctx, cfg, log)
+				return serve(ctx, cfg, log, nil)
 			}
 		},
 	}
 }
 
-// serve builds the gateway from cfg and runs it until ctx ends.
-func serve(ctx context.Context, cfg *configs.Config, log *zap.Logger) error {
+// serve builds the gateway from cfg and runs it until ctx ends. ready, when not
+// nil, is called once the plain-LDAP listener is open, with its address and the
+// HTTP listener's ("" when off), ports resolved.
+func serve(ctx context.Context, cfg *configs.Config, log *zap.Logger, ready func(ldapAddr, httpAddr string)) error {
 	cluster, err := upstream.New(cfg.Upstream, log)
 	if err != nil {
 		return fmt.Errorf("upstream: %w", err)
@@ -107,8 +110,16 @@ func serve(ctx context.Context, cfg *configs.Config, log *zap.Logger) error {
 		return fmt.Errorf("http.address: %w", err)
 	}
 	info, _ := debug.ReadBuildInfo()
-	srv, err := proxy.NewServer(cfg.Listen, cfg.Upstream.BaseDN, auth, log, proxy.WithVendorVersion(buildVersion(version, info)),
-		proxy.WithSearch(*cfg, cluster, append(searchViewOpts, audit.searchOption(ops.observeBind))...))
+	srvOpts := []proxy.ServerOption{proxy.WithVendorVersion(buildVersion(version, info)),
+		proxy.WithSearch(*cfg, cluster, append(searchViewOpts, audit.searchOption(ops.observeBind))...)}
+	if ready != nil {
+		srvOpts = append(srvOpts, proxy.WithListening(func(a net.Addr, ldaps bool) {
+			if !ldaps {
+				ready(a.String(), web.address())
+			}
+		}))
+	}
+	srv, err := proxy.NewServer(cfg.Listen, cfg.Upstream.BaseDN, auth, log, srvOpts...)
 	if err != nil {
 		return err
 	}
