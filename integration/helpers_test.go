@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -165,10 +166,12 @@ func logPath(t *testing.T, name string) string {
 
 // --- a gateway as a subprocess ---------------------------------------------------
 
-// procGateway is `ldapgate serve` running as a subprocess, logging (stdout and
-// stderr) into a file under logDir.
+// procGateway is the real binary running as a subprocess (`ldapgate serve`,
+// or another command such as demo), logging (stderr, and stdout unless the
+// test reads it) into a file under logDir.
 type procGateway struct {
 	addr    string // the plain-LDAP listener, host:port
+	what    string // "ldapgate serve": the command, for messages
 	logPath string
 	cmd     *exec.Cmd
 	exited  chan struct{}
@@ -180,35 +183,18 @@ type procGateway struct {
 // unless it exits 0 in time.
 func startProcGateway(t *testing.T, name string, changes map[string]any) *procGateway {
 	t.Helper()
-	bin := gatewayBinary(t)
 	cfgPath := filepath.Join(t.TempDir(), "ldapgate.yaml")
 	if err := os.WriteFile(cfgPath, gatewayConfig(t, changes), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	g := &procGateway{logPath: logPath(t, name), exited: make(chan struct{})}
-	logFile, err := os.OpenFile(g.logPath, os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.cmd = exec.Command(bin, "serve", "--config", cfgPath)
-	g.cmd.Stdout, g.cmd.Stderr = logFile, logFile
-	err = g.cmd.Start()
-	_ = logFile.Close() // the child has its own descriptor
-	if err != nil {
-		t.Fatalf("start ldapgate serve: %v", err)
-	}
-	go func() {
-		g.waitErr = g.cmd.Wait()
-		close(g.exited)
-	}()
-	t.Cleanup(func() { g.stop(t) })
+	g := launchProc(t, name, nil, "serve", "--config", cfgPath)
 
 	deadline := time.Now().Add(startWithin)
 	for g.addr == "" {
 		select {
 		case <-g.exited:
 			// It may have failed before its logger existed: not JSON.
-			t.Fatalf("ldapgate serve exited before it listened (%v); its output:\n%s", g.waitErr, tail(g.logPath))
+			t.Fatalf("%s exited before it listened (%v); its output:\n%s", g.what, g.waitErr, tail(g.logPath))
 		default:
 		}
 		for _, l := range readLog(t, g.logPath) {
@@ -218,7 +204,7 @@ func startProcGateway(t *testing.T, name string, changes map[string]any) *procGa
 		}
 		if g.addr == "" {
 			if time.Now().After(deadline) {
-				t.Fatalf("ldapgate serve did not log its plain listener within %s; its log:\n%s", startWithin, tail(g.logPath))
+				t.Fatalf("%s did not log its plain listener within %s; its log:\n%s", g.what, startWithin, tail(g.logPath))
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -244,6 +230,35 @@ func (g *procGateway) httpAddr(t *testing.T) string {
 	}
 }
 
+// launchProc starts the real binary with args, its stderr appended to a new log
+// file under logDir, its stdout too when stdout is nil. The cleanup stops it with
+// SIGTERM and fails the test unless it exits 0 in time.
+func launchProc(t *testing.T, name string, stdout io.Writer, args ...string) *procGateway {
+	t.Helper()
+	bin := gatewayBinary(t)
+	g := &procGateway{what: "ldapgate " + args[0], logPath: logPath(t, name), exited: make(chan struct{})}
+	logFile, err := os.OpenFile(g.logPath, os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.cmd = exec.Command(bin, args...)
+	g.cmd.Stdout, g.cmd.Stderr = logFile, logFile
+	if stdout != nil {
+		g.cmd.Stdout = stdout
+	}
+	err = g.cmd.Start()
+	_ = logFile.Close() // the child has its own descriptor
+	if err != nil {
+		t.Fatalf("start %s: %v", g.what, err)
+	}
+	go func() {
+		g.waitErr = g.cmd.Wait()
+		close(g.exited)
+	}()
+	t.Cleanup(func() { g.stop(t) })
+	return g
+}
+
 // alive reports whether the process still runs.
 func (g *procGateway) alive() bool {
 	select {
@@ -256,19 +271,19 @@ func (g *procGateway) alive() bool {
 
 func (g *procGateway) stop(t *testing.T) {
 	if !g.alive() {
-		t.Errorf("ldapgate serve died during the test (%v); the end of its log:\n%s", g.waitErr, tail(g.logPath))
+		t.Errorf("%s died during the test (%v); the end of its log:\n%s", g.what, g.waitErr, tail(g.logPath))
 		return
 	}
 	_ = g.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-g.exited:
 		if g.waitErr != nil {
-			t.Errorf("ldapgate serve exited with %v after SIGTERM, want 0; the end of its log:\n%s", g.waitErr, tail(g.logPath))
+			t.Errorf("%s exited with %v after SIGTERM, want 0; the end of its log:\n%s", g.what, g.waitErr, tail(g.logPath))
 		}
 	case <-time.After(stopWithin):
 		_ = g.cmd.Process.Kill()
 		<-g.exited
-		t.Errorf("ldapgate serve was still running %s after SIGTERM; killed it", stopWithin)
+		t.Errorf("%s was still running %s after SIGTERM; killed it", g.what, stopWithin)
 	}
 }
 
@@ -480,10 +495,22 @@ func runTool(t *testing.T, tool, addr, login, password string) toolRun {
 	if tool == "ldapsearch" {
 		args = append(args, "-LLL", "-s", "base", "-b", "", "namingContexts")
 	}
+	return runBounded(t, tool, nil, tool, args...)
+}
+
+// runBounded runs name with args, ignoring ldap.conf and ~/.ldaprc, within
+// toolWithin; setup, when not nil, prepares the command (its stdin, its
+// directory). The exit code is a result; a command that cannot start or does
+// not finish in time fails the test, named by what.
+func runBounded(t *testing.T, what string, setup func(*exec.Cmd), name string, args ...string) toolRun {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), toolWithin)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, tool, args...)
+	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append(os.Environ(), "LDAPNOINIT=1")
+	if setup != nil {
+		setup(cmd)
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -491,11 +518,11 @@ func runTool(t *testing.T, tool, addr, login, password string) toolRun {
 	var exitErr *exec.ExitError
 	switch {
 	case ctx.Err() != nil:
-		t.Fatalf("%s did not finish within %s", tool, toolWithin)
+		t.Fatalf("%s did not finish within %s; stdout:\n%s\nstderr:\n%s", what, toolWithin, r.stdout, r.stderr)
 	case errors.As(err, &exitErr):
 		r.exit = exitErr.ExitCode()
 	case err != nil:
-		t.Fatalf("run %s: %v", tool, err)
+		t.Fatalf("run %s: %v", what, err)
 	}
 	return r
 }

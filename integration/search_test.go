@@ -7,8 +7,6 @@
 package integration
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -32,25 +30,7 @@ const pbxNestedFilter = "(memberOf:1.2.840.113556.1.4.1941:=" + testbed.PBXUsers
 // ldap.conf and ~/.ldaprc) with stdin as its input, bounded by toolWithin.
 func searchTool(t *testing.T, stdin, tool string, args ...string) toolRun {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), toolWithin)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, tool, append([]string{"-o", "nettimeout=10"}, args...)...)
-	cmd.Env = append(os.Environ(), "LDAPNOINIT=1")
-	cmd.Stdin = strings.NewReader(stdin)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	r := toolRun{stdout: stdout.String(), stderr: stderr.String()}
-	var exitErr *exec.ExitError
-	switch {
-	case ctx.Err() != nil:
-		t.Fatalf("%s did not finish within %s", tool, toolWithin)
-	case errors.As(err, &exitErr):
-		r.exit = exitErr.ExitCode()
-	case err != nil:
-		t.Fatalf("run %s: %v", tool, err)
-	}
-	return r
+	return runBounded(t, tool, func(c *exec.Cmd) { c.Stdin = strings.NewReader(stdin) }, tool, append([]string{"-o", "nettimeout=10"}, args...)...)
 }
 
 // gatewaySearch runs ldapsearch through the gateway as login and returns the

@@ -41,11 +41,21 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/636) 2>/dev/null; then
 fi
 bash integration/samba/up.sh --users "$users"
 
-# systemd-analyze verifies configs/ldapgate.service (cmd/ldapgate's packaging test).
-if ! command -v systemd-analyze >/dev/null; then
-	step "installing systemd for systemd-analyze"
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends systemd
-fi
+# Tools the tests run as an admin would: systemd-analyze verifies
+# configs/ldapgate.service (cmd/ldapgate's packaging test); ldapwhoami,
+# ldapsearch and curl run the commands ldapgate demo prints (and other
+# end-to-end tests). Each package is installed only when its tool is missing.
+need_tool() { # TOOL PACKAGE
+	if ! command -v "$1" >/dev/null; then
+		step "installing $2 for $1"
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$2" ||
+			{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$2"; }
+	fi
+}
+need_tool systemd-analyze systemd
+need_tool ldapwhoami ldap-utils
+need_tool ldapsearch ldap-utils
+need_tool curl curl
 
 # Headless Chromium drives the admin status page (integration/statuspage_test.go).
 if [ ! -x /usr/bin/chromium ]; then
