@@ -63,7 +63,11 @@ Everything it creates is removed when it stops.`,
 					return err
 				}
 				defer func() { _ = os.RemoveAll(tmp) }()
-				d := demoSetup{dir: tmp, listen: *listen, http: *httpAddr}
+				caFile := filepath.Join(tmp, "ca.pem")
+				if err := os.WriteFile(caFile, dir.CACertPEM(), 0o600); err != nil {
+					return err
+				}
+				var servers []configs.Server
 				for _, name := range []string{"dc1", "dc2"} {
 					dc, err := dir.NewDC(adsim.DCConfig{Name: name})
 					if err != nil {
@@ -73,26 +77,29 @@ Everything it creates is removed when it stops.`,
 						return fmt.Errorf("simulated %s: %w", name, err)
 					}
 					defer func() { _ = dc.Close() }()
-					d.servers = append(d.servers, configs.Server{URL: dc.URL(), ServerName: dc.HostName()})
+					servers = append(servers, configs.Server{URL: dc.URL(), ServerName: dc.HostName()})
 				}
-				cfgPath, err := d.write(dir.CACertPEM())
+				cfg := demoConfig(*listen, servers, caFile)
+				cfg.HTTP.Address = *httpAddr
+				cfg.Sync.DataDir = filepath.Join(tmp, "data") // the view and the import go with the demo
+				cfgPath, err := writeDemoConfig(tmp, cfg)
 				if err != nil {
 					return err
 				}
 				// The gateway runs the file the printed commands read.
-				cfg, err := configs.Load(cfgPath)
+				loaded, err := configs.Load(cfgPath)
 				if err != nil {
 					return err
 				}
 				// The first import before anything is printed: the CSV export
 				// and the directory view are there when the commands run.
-				if err := syncOnce(ctx, e, cfg, usersync.Options{}, log); err != nil {
+				if err := syncOnce(ctx, e, loaded, usersync.Options{}, log); err != nil {
 					return fmt.Errorf("first sync: %w", err)
 				}
 				self := selfCommand()
-				return serve(ctx, cfg, log, func(ldapAddr, httpAddr string) {
+				return serve(ctx, loaded, log, func(ldapAddr, httpAddr string) {
 					printDemoHelp(e.stdout, demoHelp{
-						ldap: ldapAddr, http: httpAddr, servers: cfg.Upstream.Servers, config: cfgPath, self: self,
+						ldap: ldapAddr, http: httpAddr, servers: loaded.Upstream.Servers, config: cfgPath, self: self,
 					})
 				})
 			}
@@ -100,26 +107,37 @@ Everything it creates is removed when it stops.`,
 	}
 }
 
-// demoSetup is what the demo's configuration is made of.
-type demoSetup struct {
-	dir          string // the demo's temporary directory
-	listen, http string
-	servers      []configs.Server
+// demoConfig is the gateway's configuration in front of the simulated DCs: the
+// defaults plus the test bed's directory layout and service account.
+func demoConfig(listen string, servers []configs.Server, caFile string) configs.Config {
+	cfg := configs.Default()
+	cfg.Listen.Address = listen
+	cfg.Upstream.Servers = servers
+	cfg.Upstream.CAFile = caFile
+	cfg.Upstream.BindDN = testbed.Service.UPN()
+	cfg.Upstream.BindPassword = configs.Secret(testbed.Service.Password)
+	cfg.Upstream.BaseDN = testbed.BaseDN
+	cfg.Upstream.UserBaseDN = testbed.UsersDN
+	cfg.Upstream.NetBIOSDomain = testbed.NetBIOS
+	// The import takes PBX-Users' members, nested groups included, as a pascom
+	// "AD User Sync" pre-filter would.
+	cfg.Sync.Filter = "(&(objectCategory=person)(objectClass=user)(memberOf:1.2.840.113556.1.4.1941:=" + testbed.PBXUsersDN + "))"
+	return cfg
 }
 
-// write writes the demo's CA, the service account's password and the
-// gateway's configuration into d.dir, and returns the configuration's path.
-// The file holds only what differs from the defaults: the test bed's directory
-// layout and service account in front of the simulated DCs.
-func (d demoSetup) write(caPEM []byte) (string, error) {
-	caFile := filepath.Join(d.dir, "ca.pem")
-	pwFile := filepath.Join(d.dir, "bind-password")
-	cfgFile := filepath.Join(d.dir, "ldapgate.yaml")
+// writeDemoConfig writes cfg, a demoConfig with its HTTP address and data
+// directory set, into dir as ldapgate.yaml, and returns the file's path. The
+// file holds the keys the demo sets, the rest are defaults; the service
+// account's password goes into a file beside it.
+func writeDemoConfig(dir string, cfg configs.Config) (string, error) {
+	pwFile := filepath.Join(dir, "bind-password")
+	cfgFile := filepath.Join(dir, "ldapgate.yaml")
 	// JSON strings are YAML double-quoted scalars: every value is quoted.
 	q := func(s string) string {
 		b, _ := json.Marshal(s)
 		return string(b)
 	}
+	u := cfg.Upstream
 	var b strings.Builder
 	fmt.Fprintf(&b, `# The configuration of 'ldapgate demo': the gateway in front of two simulated
 # AADDS domain controllers. It is removed when the demo stops.
@@ -129,8 +147,8 @@ http:
   address: %s
 upstream:
   servers:
-`, q(d.listen), q(d.http))
-	for _, s := range d.servers {
+`, q(cfg.Listen.Address), q(cfg.HTTP.Address))
+	for _, s := range u.Servers {
 		fmt.Fprintf(&b, "    - url: %s\n      server_name: %s\n", q(s.URL), q(s.ServerName))
 	}
 	fmt.Fprintf(&b, `  ca_file: %s
@@ -144,15 +162,11 @@ upstream:
 sync:
   data_dir: %s
   filter: %s
-`, q(caFile), q(testbed.Service.UPN()), q(pwFile), q(testbed.BaseDN), q(testbed.UsersDN), q(testbed.NetBIOS),
-		q(filepath.Join(d.dir, "data")),
-		q("(&(objectCategory=person)(objectClass=user)(memberOf:1.2.840.113556.1.4.1941:="+testbed.PBXUsersDN+"))"))
-	for path, data := range map[string]string{caFile: string(caPEM), pwFile: testbed.Service.Password + "\n", cfgFile: b.String()} {
-		if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
-			return "", err
-		}
+`, q(u.CAFile), q(u.BindDN), q(pwFile), q(u.BaseDN), q(u.UserBaseDN), q(u.NetBIOSDomain), q(cfg.Sync.DataDir), q(cfg.Sync.Filter))
+	if err := os.WriteFile(pwFile, []byte(string(u.BindPassword)+"\n"), 0o600); err != nil {
+		return "", err
 	}
-	return cfgFile, nil
+	return cfgFile, os.WriteFile(cfgFile, []byte(b.String()), 0o600)
 }
 
 // demoHelp is what printDemoHelp shows: the addresses as the listeners got

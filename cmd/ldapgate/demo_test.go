@@ -3,7 +3,12 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/ldapgate/ldapgate/configs"
 )
 
 func TestCommandFor(t *testing.T) {
@@ -57,6 +62,55 @@ func TestShellWord(t *testing.T) {
 	} {
 		if got := shellWord(in); got != want {
 			t.Errorf("shellWord(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestDemoConfigFile: the file the demo writes, which the printed commands
+// read, loads back into exactly the configuration the demo builds.
+func TestDemoConfigFile(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "it's a dir") // quoting is the writer's job
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, []byte("unused by Load"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want := demoConfig("127.0.0.1:0", []configs.Server{
+		{URL: "ldaps://127.0.0.1:40599", ServerName: "dc1.aadds.example.test"},
+		{URL: "ldaps://127.0.0.1:45695", ServerName: "dc2.aadds.example.test"},
+	}, ca)
+	want.HTTP.Address = ""
+	want.Sync.DataDir = filepath.Join(dir, "data")
+	path, err := writeDemoConfig(dir, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := configs.Load(path)
+	if err != nil {
+		t.Fatalf("load the demo's %s: %v", path, err)
+	}
+	if err := want.Validate(); err != nil { // fills in what Load fills in
+		t.Fatal(err)
+	}
+	want.Upstream.BindPasswordFile = filepath.Join(dir, "bind-password")
+	if string(got.Upstream.BindPassword) != string(want.Upstream.BindPassword) {
+		t.Error("the service account's password did not come back from its file")
+	}
+	if !reflect.DeepEqual(*got, want) {
+		g, _ := yaml.Marshal(got)
+		w, _ := yaml.Marshal(want)
+		t.Errorf("%s loads as\n%s\nwant\n%s", path, g, w)
+	}
+	for _, name := range []string{"ldapgate.yaml", "bind-password"} {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %v, want 0600: it holds a password or names its file", name, fi.Mode().Perm())
 		}
 	}
 }
