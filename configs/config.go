@@ -89,6 +89,30 @@ type Listen struct {
 	// ShutdownTimeout is how long a graceful shutdown waits for in-flight
 	// requests. Default 10s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// ProxyProtocol takes the client's address from a PROXY protocol header
+	// sent by a load balancer in front of the listeners. Off by default.
+	ProxyProtocol ProxyProtocol `yaml:"proxy_protocol"`
+}
+
+// ProxyProtocol configures PROXY protocol (v1 and v2, as HAProxy's send-proxy
+// and send-proxy-v2 write it) on both listeners, so that the audit log, the
+// per-address connection limit and the lockout guard's per-client rate limit
+// see the client behind a load balancer instead of the balancer.
+//
+// A connection from a trusted address must start with a header (before TLS on
+// the LDAPS listener): without one, or with a malformed one, it is closed. The
+// client address is the header's source; a header of a connection the balancer
+// made itself (v2 LOCAL, v1 UNKNOWN: health checks) keeps the balancer's
+// address. A connection from any other address keeps its own address: one
+// that starts with a header is closed, the header never believed.
+type ProxyProtocol struct {
+	// Trusted are the load balancers' addresses, each a CIDR prefix
+	// ("10.0.0.0/29") or one IP ("10.0.0.5"). Empty (the default): PROXY
+	// protocol is off and no connection may send a header.
+	Trusted []string `yaml:"trusted"`
+	// HeaderTimeout bounds how long a trusted connection may take to send its
+	// header. Default 5s, at most 1m.
+	HeaderTimeout time.Duration `yaml:"header_timeout"`
 }
 
 // ListenTLS names the listener's certificate and key files (PEM).
@@ -442,6 +466,7 @@ func Default() Config {
 			MaxMessageBytes:     128 << 10,
 			MaxInFlight:         512,
 			ShutdownTimeout:     10 * time.Second,
+			ProxyProtocol:       ProxyProtocol{HeaderTimeout: 5 * time.Second},
 		},
 		Upstream: Upstream{
 			UserFilter:  "(&(objectCategory=person)(objectClass=user))",

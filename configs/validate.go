@@ -99,7 +99,8 @@ func (l *Listen) validate(p *problems) {
 	}
 	if l.LDAPSAddress != "" {
 		checkHostPort(p, "listen.ldaps_address", l.LDAPSAddress, "127.0.0.1:636")
-		if l.LDAPSAddress == l.Address {
+		// Port 0 picks a free port for each listener: the same ":0" twice is fine.
+		if _, port, _ := net.SplitHostPort(l.LDAPSAddress); l.LDAPSAddress == l.Address && port != "0" {
 			p.addf("listen.ldaps_address", "same as listen.address: give LDAPS its own port, e.g. 636")
 		}
 	}
@@ -134,6 +135,7 @@ func (l *Listen) validate(p *problems) {
 		p.addf("listen.max_in_flight", "must be at least 1, not %d (default 512)", l.MaxInFlight)
 	}
 	checkPositive(p, "listen.shutdown_timeout", l.ShutdownTimeout, "10s")
+	l.ProxyProtocol.validate(p)
 }
 
 // validate checks the upstream settings.

@@ -51,6 +51,13 @@ func TestValidate(t *testing.T) {
 			wantErrContains: "config: listen.ldaps_address: same as listen.address",
 		},
 		{
+			name: "both listeners on port 0 of one address are valid (each gets a free port)",
+			mutate: func(t *testing.T, c *Config) {
+				c.Listen.Address, c.Listen.LDAPSAddress = "127.0.0.1:0", "127.0.0.1:0"
+				c.Listen.TLS = tlsFiles(t)
+			},
+		},
+		{
 			name:            "an LDAPS listener without a certificate is refused",
 			mutate:          func(_ *testing.T, c *Config) { c.Listen.LDAPSAddress = "127.0.0.1:636" },
 			wantErrContains: "config: listen.tls.cert_file: required because ldaps_address or starttls is set",
