@@ -238,6 +238,10 @@ func NewServer(cfg configs.Listen, baseDN string, auth Authenticator, log *zap.L
 		s.certs = r
 		s.tls = certs.ServerConfig(r)
 	}
+	trusted, err := cfg.ProxyProtocol.TrustedPrefixes()
+	if err != nil {
+		return nil, err
+	}
 	g, err := guard.New(guard.Config{
 		TLS:                 s.tls,
 		StartTLS:            cfg.StartTLS,
@@ -245,6 +249,8 @@ func NewServer(cfg configs.Listen, baseDN string, auth Authenticator, log *zap.L
 		MaxConnectionsPerIP: cfg.MaxConnectionsPerIP,
 		IdleTimeout:         cfg.IdleTimeout,
 		MaxMessageBytes:     cfg.MaxMessageBytes,
+		ProxyTrusted:        trusted,
+		ProxyHeaderTimeout:  cfg.ProxyProtocol.HeaderTimeout,
 	}, s.log)
 	if err != nil {
 		return nil, fmt.Errorf("connection guard: %w", err)

@@ -40,7 +40,7 @@ var (
 type conn struct {
 	g    *Guard
 	raw  net.Conn // deadlines are set here: they also govern a TLS layer on top
-	ip   string
+	ip   string   // the client IP counted in perIP; "" while not counted
 	sess *Session
 	log  *zap.Logger
 
@@ -65,32 +65,56 @@ type conn struct {
 	drained    chan struct{} // signalled when pending drops to 0 while draining
 }
 
-func newConn(g *Guard, raw net.Conn, addr, ip string) *conn {
-	id := g.nextID.Add(1)
+func newConn(g *Guard, raw net.Conn, addr string) *conn {
 	c := &conn{
 		g:       g,
 		raw:     raw,
-		ip:      ip,
-		sess:    &Session{id: id, addr: addr},
-		log:     g.log.With(zap.Uint64("conn_id", id), zap.String("client", addr)),
+		sess:    &Session{id: g.nextID.Add(1)},
 		drained: make(chan struct{}, 1),
 	}
+	c.setClient(addr, "")
 	return c
 }
 
+// setClient sets the client's address (ip:port), and the load balancer's
+// when a PROXY protocol header named the client. The reader goroutine calls
+// it before the session is shared.
+func (c *conn) setClient(addr, via string) {
+	c.sess.addr = addr
+	c.log = c.g.log.With(zap.Uint64("conn_id", c.sess.id), zap.String("client", addr))
+	if via != "" {
+		c.log = c.log.With(zap.String("via", via))
+	}
+}
+
 // serve runs the reader goroutine until the connection ends.
-func (c *conn) serve(useTLS bool) {
+func (c *conn) serve(useTLS bool, mode proxyMode) {
 	defer c.finish()
+	var in *bufio.Reader // the first bytes, read while looking for a PROXY header
+	if mode != proxyOff {
+		var ok bool
+		if in, ok = c.proxyHeader(mode, useTLS); !ok {
+			return
+		}
+	}
 	var nc net.Conn = c.raw
 	if useTLS {
-		tc, err := c.handshake()
+		src := c.raw
+		if in != nil && in.Buffered() > 0 {
+			src = bufferedConn{Conn: c.raw, r: in}
+		}
+		tc, err := c.handshake(src)
 		if err != nil {
 			c.log.Info("TLS handshake failed", zap.Error(err))
 			return
 		}
-		nc = tc
+		nc, in = tc, nil
 	}
-	c.br = bufio.NewReaderSize(nc, clientBufSize)
+	if in != nil {
+		c.br = in
+	} else {
+		c.br = bufio.NewReaderSize(nc, clientBufSize)
+	}
 	c.bw = bufio.NewWriterSize(nc, clientBufSize)
 	c.log.Debug("connection opened", zap.Bool("tls", useTLS))
 	err := c.loop()
@@ -123,8 +147,10 @@ func (c *conn) finish() {
 	c.g.release(c)
 }
 
-func (c *conn) handshake() (*tls.Conn, error) {
-	tc := tls.Server(c.raw, c.g.cfg.TLS)
+// handshake runs a server TLS handshake over src, c.raw or a bufferedConn
+// over it; deadlines are set on c.raw.
+func (c *conn) handshake(src net.Conn) (*tls.Conn, error) {
+	tc := tls.Server(src, c.g.cfg.TLS)
 	_ = c.raw.SetDeadline(time.Now().Add(c.g.cfg.HandshakeTimeout))
 	if err := tc.HandshakeContext(c.g.ctx); err != nil {
 		return nil, err
@@ -546,7 +572,9 @@ func (c *conn) startTLS(id int64) error {
 	if err := c.write(ok, c.g.cfg.IdleTimeout); err != nil {
 		return err
 	}
-	tc, err := c.handshake()
+	// c.br holds nothing (checked above), so the raw connection is where the
+	// handshake's bytes are.
+	tc, err := c.handshake(c.raw)
 	if err != nil {
 		return fmt.Errorf("StartTLS handshake: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,6 +70,12 @@ type Config struct {
 	// critical control gets unavailableCriticalExtension. Default: paged
 	// results (OIDPagedResults).
 	KnownControls []string
+	// ProxyTrusted are the load balancers whose connections must start with a
+	// PROXY protocol header naming the client (see proxyproto.go for the
+	// policy). Empty: PROXY protocol off.
+	ProxyTrusted []netip.Prefix
+	// ProxyHeaderTimeout bounds the wait for that header. Default 5s.
+	ProxyHeaderTimeout time.Duration
 }
 
 func (c *Config) validate() error {
@@ -89,6 +96,9 @@ func (c *Config) validate() error {
 	}
 	if c.DialTimeout <= 0 {
 		c.DialTimeout = 5 * time.Second
+	}
+	if c.ProxyHeaderTimeout <= 0 {
+		c.ProxyHeaderTimeout = 5 * time.Second
 	}
 	if c.KnownControls == nil {
 		c.KnownControls = []string{OIDPagedResults}
@@ -260,10 +270,13 @@ func (g *Guard) isClosing() bool {
 	return g.closing
 }
 
-// admit applies the connection caps and starts serving raw.
+// admit applies the connection caps and starts serving raw. A connection
+// that must send a PROXY protocol header is counted against the per-address
+// cap once the header has named the client (claimIP).
 func (g *Guard) admit(raw net.Conn, useTLS bool) {
 	addr := raw.RemoteAddr().String()
 	ip := hostOf(raw.RemoteAddr())
+	mode := g.proxyModeOf(raw.RemoteAddr())
 	g.mu.Lock()
 	var refused string
 	var limit int
@@ -272,8 +285,8 @@ func (g *Guard) admit(raw net.Conn, useTLS bool) {
 		refused = "shutting down"
 	case len(g.conns) >= g.cfg.MaxConnections:
 		refused, limit = "too many connections", g.cfg.MaxConnections
-	case g.perIP[ip] >= g.cfg.MaxConnectionsPerIP:
-		refused, limit = "too many connections from this address", g.cfg.MaxConnectionsPerIP
+	case mode != proxyRequired && g.perIP[ip] >= g.cfg.MaxConnectionsPerIP:
+		refused, limit = refusedPerIP, g.cfg.MaxConnectionsPerIP
 	}
 	if refused != "" {
 		g.mu.Unlock()
@@ -281,20 +294,44 @@ func (g *Guard) admit(raw net.Conn, useTLS bool) {
 		_ = raw.Close()
 		return
 	}
-	c := newConn(g, raw, addr, ip)
+	c := newConn(g, raw, addr)
+	if mode != proxyRequired {
+		c.ip = ip
+		g.perIP[ip]++
+	}
 	g.conns[c] = struct{}{}
-	g.perIP[ip]++
 	g.wg.Add(1)
 	g.mu.Unlock()
-	go c.serve(useTLS)
+	go c.serve(useTLS, mode)
+}
+
+// refusedPerIP is the reason logged for a connection over the per-address cap.
+const refusedPerIP = "too many connections from this address"
+
+// claimIP counts c, whose PROXY protocol header named its client, against
+// ip's per-address cap; over the cap it logs the refusal and returns false.
+func (g *Guard) claimIP(c *conn, ip string) bool {
+	g.mu.Lock()
+	ok := g.perIP[ip] < g.cfg.MaxConnectionsPerIP
+	if ok {
+		g.perIP[ip]++
+		c.ip = ip
+	}
+	g.mu.Unlock()
+	if !ok {
+		c.log.Warn("connection refused", zap.String("reason", refusedPerIP), zap.Int("limit", g.cfg.MaxConnectionsPerIP))
+	}
+	return ok
 }
 
 // release forgets a finished connection.
 func (g *Guard) release(c *conn) {
 	g.mu.Lock()
 	delete(g.conns, c)
-	if g.perIP[c.ip]--; g.perIP[c.ip] <= 0 {
-		delete(g.perIP, c.ip)
+	if c.ip != "" {
+		if g.perIP[c.ip]--; g.perIP[c.ip] <= 0 {
+			delete(g.perIP, c.ip)
+		}
 	}
 	g.mu.Unlock()
 	g.wg.Done()
