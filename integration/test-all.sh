@@ -64,6 +64,18 @@ if [ ! -x /usr/bin/chromium ]; then
 		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null; }
 fi
 
+# HAProxy in front of the gateway (integration/proxyprotocol_test.go). The test runs
+# it as its own process with a generated configuration: the package's own service is
+# stopped and disabled.
+if ! command -v haproxy >/dev/null; then
+	step "installing haproxy for the PROXY protocol test"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends haproxy >/dev/null ||
+		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends haproxy >/dev/null; }
+	service haproxy stop >/dev/null 2>&1 || true
+	systemctl disable haproxy >/dev/null 2>&1 || true
+	update-rc.d haproxy disable >/dev/null 2>&1 || true
+fi
+
 step "unit tests (-race)"
 go test -race -count=1 ./...
 
