@@ -8,7 +8,8 @@ import "context"
 // Client describes the connection a request arrived on, as the connection guard
 // saw it.
 type Client struct {
-	// Addr is the client's address (ip:port).
+	// Addr is the client's address (ip:port); behind a load balancer, the one
+	// its PROXY protocol header named (listen.proxy_protocol).
 	Addr string
 	// ConnID is the listener's connection identifier.
 	ConnID int
