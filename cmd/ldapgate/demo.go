@@ -43,8 +43,8 @@ Everything it creates is removed when it stops.`,
 				if len(args) > 0 {
 					return usageErrorf("unexpected argument %q", args[0])
 				}
-				if *users < 0 || *users > 1_000_000 {
-					return usageErrorf("--users: %d is not between 0 and 1000000", *users)
+				if *users < 0 || *users > adsim.MaxLoadUsers {
+					return usageErrorf("--users: %d is not between 0 and %d", *users, adsim.MaxLoadUsers)
 				}
 				log, err := newLogger(e.stderr, firstSet(lf.format, "console"), lf.level)
 				if err != nil {

@@ -68,9 +68,13 @@ type Config struct {
 	// 532 unless the account's password never expires). Default (0) DefaultMaxPasswordAge.
 	MaxPasswordAge time.Duration
 	// LoadUsers is the number of bulk users user0000… seeded in OU=Load Users,
-	// as testbed.LoadUser describes them. Default 0.
+	// as testbed.LoadUser describes them: 0 (the default) to MaxLoadUsers.
 	LoadUsers int
 }
+
+// MaxLoadUsers bounds Config.LoadUsers: sync.max_entries' default, so the
+// benchmark can sync 100,000 simulated users and more.
+const MaxLoadUsers = 200_000
 
 // Directory is the data that every DC of one simulated domain serves: objects,
 // accounts with their lockout state, the USN counter and the CA that signs the
@@ -135,8 +139,8 @@ func NewDirectory(cfg Config) (*Directory, error) {
 	if d.maxPwdAge <= 0 {
 		d.maxPwdAge = DefaultMaxPasswordAge
 	}
-	if cfg.LoadUsers < 0 || cfg.LoadUsers > 10000 {
-		return nil, fmt.Errorf("new directory: load users %d not in 0..10000", cfg.LoadUsers)
+	if cfg.LoadUsers < 0 || cfg.LoadUsers > MaxLoadUsers {
+		return nil, fmt.Errorf("new directory: load users %d not in 0..%d", cfg.LoadUsers, MaxLoadUsers)
 	}
 	ca, err := certs.GenerateCA("adsim "+testbed.Realm+" CA", certs.DefaultCAValidity)
 	if err != nil {
