@@ -31,7 +31,6 @@ import (
 	"github.com/go-ldap/ldap/v3"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/ldapgate/ldapgate/configs"
 	"github.com/ldapgate/ldapgate/integration/testbed"
@@ -102,14 +101,6 @@ func removeGatewayBinary() {
 // a short shutdown, then changes (dotted keys such as "upstream.op_timeout").
 func gatewayConfig(t *testing.T, changes map[string]any) []byte {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(repoRoot(t), "configs", "testbed.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc map[string]any
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		t.Fatalf("configs/testbed.yaml: %v", err)
-	}
 	base := map[string]any{
 		"listen.address":          "127.0.0.1:0",
 		"listen.shutdown_timeout": "3s",
@@ -121,29 +112,11 @@ func gatewayConfig(t *testing.T, changes map[string]any) []byte {
 		"http.address":  "127.0.0.1:0",
 		"sync.data_dir": t.TempDir(),
 	}
-	for _, m := range []map[string]any{base, changes} {
-		for key, v := range m {
-			setKey(doc, key, v)
-		}
-	}
-	out, err := yaml.Marshal(doc)
+	out, err := testbed.GatewayConfig(repoRoot(t), base, changes)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return out
-}
-
-func setKey(doc map[string]any, key string, v any) {
-	parts := strings.Split(key, ".")
-	for _, p := range parts[:len(parts)-1] {
-		next, ok := doc[p].(map[string]any)
-		if !ok {
-			next = map[string]any{}
-			doc[p] = next
-		}
-		doc = next
-	}
-	doc[parts[len(parts)-1]] = v
 }
 
 // logPath names a new log file in logDir for one gateway of the running test.
