@@ -6,9 +6,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
-
-	"go.yaml.in/yaml/v3"
 
 	"github.com/ldapgate/ldapgate/integration/testbed"
 )
@@ -26,27 +23,13 @@ type gateway struct {
 // listener off, its own data directory, the test bed's CA — with changes
 // (dotted keys such as "listen.max_connections") applied last.
 func (h *harness) gatewayConfig(dataDir string, changes map[string]any) ([]byte, error) {
-	data, err := os.ReadFile(filepath.Join(h.root, "configs", "testbed.yaml"))
-	if err != nil {
-		return nil, err
-	}
-	var doc map[string]any
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("configs/testbed.yaml: %w", err)
-	}
-	base := map[string]any{
+	return testbed.GatewayConfig(h.root, map[string]any{
 		"listen.address":          "127.0.0.1:0",
 		"listen.shutdown_timeout": "3s",
 		"http.address":            "",
 		"upstream.ca_file":        testbed.CAFile(),
 		"sync.data_dir":           dataDir,
-	}
-	for _, m := range []map[string]any{base, changes} {
-		for key, v := range m {
-			setKey(doc, key, v)
-		}
-	}
-	return yaml.Marshal(doc)
+	}, changes)
 }
 
 // freeAddr is a loopback address with a port that was free a moment ago.
@@ -57,21 +40,6 @@ func freeAddr() (string, error) {
 	}
 	defer func() { _ = l.Close() }()
 	return l.Addr().String(), nil
-}
-
-// setKey sets a dotted key ("a.b.c") in a YAML document, making the maps on
-// the way.
-func setKey(doc map[string]any, key string, v any) {
-	parts := strings.Split(key, ".")
-	for _, p := range parts[:len(parts)-1] {
-		next, ok := doc[p].(map[string]any)
-		if !ok {
-			next = map[string]any{}
-			doc[p] = next
-		}
-		doc = next
-	}
-	doc[parts[len(parts)-1]] = v
 }
 
 // writeConfig writes a gateway configuration into a new directory and returns

@@ -41,9 +41,19 @@ const (
 	opTimeout    = 10 * time.Second
 )
 
-// dc1TLS verifies dc1 of the test bed.
-func dc1TLS() (*tls.Config, error) {
-	return caTLS(testbed.CAFile(), testbed.DC1Name)
+// sambaGateway brings the test bed up (with the bulk users the loads use),
+// starts a gateway in front of it, and returns it with a client TLS
+// configuration that verifies dc1.
+func (h *harness) sambaGateway(ctx context.Context, name string, changes map[string]any, waitSync bool) (*gateway, *tls.Config, error) {
+	if err := h.testbed(ctx, loginsUsed); err != nil {
+		return nil, nil, err
+	}
+	tlsc, err := caTLS(testbed.CAFile(), testbed.DC1Name)
+	if err != nil {
+		return nil, nil, err
+	}
+	gw, err := h.startGateway(ctx, name, changes, waitSync)
+	return gw, tlsc, err
 }
 
 // bindLoad is a bind load against url.
@@ -69,14 +79,7 @@ func bindRow(name, load string, g, b measured, minRatio float64, gwRSS int64, ba
 // plain LDAP (the gateway's pooled LDAPS connections upstream) vs a TLS
 // handshake per bind directly at dc1.
 func runS1(ctx context.Context, h *harness) ([]row, error) {
-	if err := h.testbed(ctx, loginsUsed); err != nil {
-		return nil, err
-	}
-	gw, err := h.startGateway(ctx, "s1-gateway", nil, false)
-	if err != nil {
-		return nil, err
-	}
-	tlsc, err := dc1TLS()
+	gw, tlsc, err := h.sambaGateway(ctx, "s1-gateway", nil, false)
 	if err != nil {
 		return nil, err
 	}
@@ -100,14 +103,7 @@ func runS1(ctx context.Context, h *harness) ([]row, error) {
 // runS2: reused client connections, gateway vs dc1 directly; then one client
 // for the latency the gateway adds.
 func runS2(ctx context.Context, h *harness) ([]row, error) {
-	if err := h.testbed(ctx, loginsUsed); err != nil {
-		return nil, err
-	}
-	gw, err := h.startGateway(ctx, "s2-gateway", nil, false)
-	if err != nil {
-		return nil, err
-	}
-	tlsc, err := dc1TLS()
+	gw, tlsc, err := h.sambaGateway(ctx, "s2-gateway", nil, false)
 	if err != nil {
 		return nil, err
 	}
@@ -150,19 +146,12 @@ func ms(d time.Duration) float64 { return float64(d) / 1e6 }
 // and the search is answered from the directory view; directly, AD gets the
 // proxy bind, the search and the user's bind.
 func runS3(ctx context.Context, h *harness) ([]row, error) {
-	if err := h.testbed(ctx, loginsUsed); err != nil {
-		return nil, err
-	}
-	gw, err := h.startGateway(ctx, "s3-gateway", map[string]any{
+	gw, tlsc, err := h.sambaGateway(ctx, "s3-gateway", map[string]any{
 		"search.proxy_password": testbed.Service.Password,
 		// The view holds the bulk users the load uses (and a few more).
 		"sync.base_dn": testbed.LoadUsersDN,
 		"sync.filter":  "(&(objectCategory=person)(objectClass=user)(sAMAccountName=user00*))",
 	}, true)
-	if err != nil {
-		return nil, err
-	}
-	tlsc, err := dc1TLS()
 	if err != nil {
 		return nil, err
 	}
@@ -257,14 +246,13 @@ func runS5(ctx context.Context, h *harness) ([]row, error) {
 // runS7: S2's load with 10,000 idle client connections held open from 50
 // source addresses (the gateway's per-address cap stays at its default).
 func runS7(ctx context.Context, h *harness) ([]row, error) {
-	if err := h.testbed(ctx, loginsUsed); err != nil {
-		return nil, err
-	}
 	n := h.o.idleConns
+	// Each client connection is a descriptor in the bench and two in the
+	// gateway (the guard relays it to gldap over loopback).
 	if err := raiseFileLimit(uint64(2*n + 4096)); err != nil {
 		return nil, err
 	}
-	gw, err := h.startGateway(ctx, "s7-gateway", map[string]any{"listen.max_connections": n + 1000}, false)
+	gw, _, err := h.sambaGateway(ctx, "s7-gateway", map[string]any{"listen.max_connections": n + 1000}, false)
 	if err != nil {
 		return nil, err
 	}
