@@ -165,6 +165,12 @@ type Upstream struct {
 	Pool Pool `yaml:"pool"`
 	// Breaker configures the circuit breaker of each DC.
 	Breaker Breaker `yaml:"breaker"`
+	// CertCheckInterval is how often a DC that has had no TLS handshake for
+	// that long (a standby DC, above all) gets one made only to read its
+	// certificate's expiry for /metrics and /status: a connect and a
+	// handshake, no bind, checked at each breaker.probe_interval. 0 turns
+	// the check off. Default 1h.
+	CertCheckInterval time.Duration `yaml:"cert_check_interval"`
 }
 
 // Server is one domain controller.
@@ -479,7 +485,8 @@ func Default() Config {
 				IdleTimeout: 5 * time.Minute,
 				WaitTimeout: 2 * time.Second,
 			},
-			Breaker: Breaker{Failures: 3, ProbeInterval: 10 * time.Second},
+			Breaker:           Breaker{Failures: 3, ProbeInterval: 10 * time.Second},
+			CertCheckInterval: time.Hour,
 		},
 		Cache: Cache{DN: CacheSize{Size: 10000, TTL: 15 * time.Minute}},
 		Search: Search{

@@ -174,6 +174,9 @@ func (u *Upstream) validate(p *problems) {
 		p.addf("upstream.breaker.failures", "must be at least 1, not %d (default 3)", u.Breaker.Failures)
 	}
 	checkPositive(p, "upstream.breaker.probe_interval", u.Breaker.ProbeInterval, "10s")
+	if u.CertCheckInterval < 0 {
+		p.addf("upstream.cert_check_interval", "must be 0 (no check) or positive, not %s: set it to 1h (the default)", u.CertCheckInterval)
+	}
 }
 
 // validateAccount checks the service account.

@@ -177,12 +177,12 @@ func (m *gatewayMetrics) handler(log *zap.Logger) http.Handler {
 type upstreamCollector struct {
 	dcs func() []upstream.DCStats
 
-	breaker, usable, drained                        *prometheus.Desc
-	poolOpen, poolIdle, poolInUse, poolMax, pinned  *prometheus.Desc
-	dials, dialFailures, handshakes, resumed        *prometheus.Desc
-	binds, searches, probes, staleRetries, failures *prometheus.Desc
-	lastLatency, lastErrorAt, certNotAfter          *prometheus.Desc
-	breakerStates                                   []string
+	breaker, usable, drained                           *prometheus.Desc
+	poolOpen, poolIdle, poolInUse, poolMax, pinned     *prometheus.Desc
+	dials, dialFailures, handshakes, resumed           *prometheus.Desc
+	binds, searches, probes, staleRetries, failures    *prometheus.Desc
+	lastLatency, lastErrorAt, certNotAfter, certChecks *prometheus.Desc
+	breakerStates                                      []string
 }
 
 func newUpstreamCollector(dcs func() []upstream.DCStats) *upstreamCollector {
@@ -213,7 +213,8 @@ func newUpstreamCollector(dcs func() []upstream.DCStats) *upstreamCollector {
 		failures:      d("failures_total", "Failures the DC's breaker counted (transport errors, timeouts, results 51, 52, 80).", dc),
 		lastLatency:   d("last_latency_seconds", "Duration of the last request that reached the DC.", dc),
 		lastErrorAt:   d("last_error_timestamp_seconds", "Unix time of the last failure the DC's breaker counted (absent before the first).", dc),
-		certNotAfter:  d("certificate_not_after_timestamp_seconds", "Unix time the DC's LDAPS certificate expires, as seen at the last TLS handshake (absent before the first).", dc),
+		certNotAfter:  d("certificate_not_after_timestamp_seconds", "Unix time the DC's LDAPS certificate expires, as seen at the last TLS handshake (absent before the first; a standby DC gets a check every upstream.cert_check_interval).", dc),
+		certChecks:    d("certificate_checks_total", "TLS handshakes made only to read the certificate of a DC without other traffic (not in tls_handshakes_total).", dc),
 	}
 }
 
@@ -221,7 +222,7 @@ func newUpstreamCollector(dcs func() []upstream.DCStats) *upstreamCollector {
 func (c *upstreamCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.breaker, c.usable, c.drained, c.poolOpen, c.poolIdle, c.poolInUse, c.poolMax,
 		c.pinned, c.dials, c.dialFailures, c.handshakes, c.resumed, c.binds, c.searches, c.probes, c.staleRetries,
-		c.failures, c.lastLatency, c.lastErrorAt, c.certNotAfter} {
+		c.failures, c.lastLatency, c.lastErrorAt, c.certNotAfter, c.certChecks} {
 		ch <- d
 	}
 }
@@ -259,6 +260,7 @@ func (c *upstreamCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.probes, s.Probes, s.URL)
 		counter(c.staleRetries, s.StaleRetries, s.URL)
 		counter(c.failures, s.Failures, s.URL)
+		counter(c.certChecks, s.CertChecks, s.URL)
 		gauge(c.lastLatency, s.LastLatency.Seconds(), s.URL)
 		if !s.LastErrorAt.IsZero() {
 			gauge(c.lastErrorAt, unixSeconds(s.LastErrorAt), s.URL)

@@ -159,8 +159,52 @@ func (c *Cluster) probeLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		c.probeAll(ctx)
+		c.checkCerts(ctx)
 		c.sweep()
 	}
+}
+
+// checkCerts makes a certificate check, concurrently, on each usable DC whose
+// last handshake or check is upstream.cert_check_interval old, and waits for
+// them to finish.
+func (c *Cluster) checkCerts(ctx context.Context) {
+	every := c.config().CertCheckInterval
+	if every <= 0 {
+		return
+	}
+	var wg sync.WaitGroup
+	for _, d := range c.cur.Load().dcs {
+		if !d.usable() || !d.certCheckDue(every) {
+			continue
+		}
+		wg.Go(func() { d.checkCert(ctx) })
+	}
+	wg.Wait()
+}
+
+// certCheckDue reports whether the DC had no handshake and no check for every.
+func (d *dc) certCheckDue(every time.Duration) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.certCheckedAt.IsZero() || d.c.now().Sub(d.certCheckedAt) >= every
+}
+
+// checkCert connects to the DC and completes a TLS handshake, without a bind
+// or a request, to learn its certificate's expiry (a standby DC gets no
+// other handshake). It is not the breaker's business: a failure is logged
+// (Warn: a standby DC whose certificate does not verify fails the failover)
+// and the check is due again after upstream.cert_check_interval.
+func (d *dc) checkCert(ctx context.Context) {
+	d.certChecks.Add(1)
+	d.mu.Lock()
+	d.certCheckedAt = d.c.now()
+	d.mu.Unlock()
+	tc, _, err := d.handshake(ctx, d.set.Load().tls, false)
+	if err != nil {
+		d.log.Warn("upstream certificate check failed", zap.String("upstream", d.url), zap.Error(err))
+		return
+	}
+	_ = tc.Close()
 }
 
 // probeAll probes the DCs whose breaker is open, concurrently, and waits for the

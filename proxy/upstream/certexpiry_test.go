@@ -40,3 +40,60 @@ func TestStatsReportTheCertificateExpiryOfTheLastHandshake(t *testing.T) {
 		t.Errorf("dc2, never dialled: CertNotAfter %v, want unset", got)
 	}
 }
+
+func TestStandbyDCsGetACertificateCheckWithoutBindOrCountedHandshake(t *testing.T) {
+	t.Parallel()
+	d := newDomain(t, 2, adsim.Config{})
+	cfg := d.config()
+	cfg.Breaker.ProbeInterval = 20 * time.Millisecond
+	cfg.CertCheckInterval = time.Hour
+	clock := newFakeClock()
+	c, _ := newCluster(t, cfg, WithClock(clock.Now))
+	dc2 := d.dcs[1]
+
+	eventually(t, 10*time.Second, "a certificate check of both DCs", func() bool {
+		for _, s := range c.Stats() {
+			if s.CertNotAfter.IsZero() {
+				return false
+			}
+		}
+		return true
+	})
+	for _, s := range c.Stats() {
+		if s.CertChecks != 1 || s.Dials != 0 || s.Handshakes != 0 || s.Binds+s.Searches != 0 {
+			t.Errorf("%s after the check: %d checks, %d dials, %d handshakes, %d binds, %d searches; want 1 check and nothing counted",
+				s.URL, s.CertChecks, s.Dials, s.Handshakes, s.Binds, s.Searches)
+		}
+	}
+	if got := dc2.Stats().Binds; got != 0 {
+		t.Errorf("the check bound %d times on dc2, want no bind", got)
+	}
+	// Half an hour later a bind makes dc1's handshake, which counts as its
+	// check: within the hour of the checks, none is due.
+	clock.Advance(30 * time.Minute)
+	if _, err := c.Bind(ctxTimeout(t, 30*time.Second), testbed.JDoe.DN(), testbed.JDoe.Password); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(29 * time.Minute)
+	checks := func(i int) uint64 { return c.Stats()[i].CertChecks }
+	tick := func() { c.checkCerts(ctxTimeout(t, 30*time.Second)) } // what the probe loop does each interval
+	tick()
+	if checks(0) != 1 || checks(1) != 1 {
+		t.Errorf("checks within the hour: dc1 %d, dc2 %d; want 1, 1", checks(0), checks(1))
+	}
+	clock.Advance(2 * time.Minute)
+	eventually(t, 10*time.Second, "dc2's next check after an hour", func() bool { return checks(1) == 2 })
+	if checks(0) != 1 {
+		t.Errorf("dc1, with a handshake 31 minutes ago, got %d checks, want 1", checks(0))
+	}
+
+	// A drained DC gets none.
+	if err := c.SetDrained(dc2.URL(), true); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(2 * time.Hour)
+	tick()
+	if checks(1) != 2 {
+		t.Errorf("drained dc2 got a certificate check")
+	}
+}

@@ -33,6 +33,11 @@
 // traffic returns to the first DC as soon as its probe succeeds. When no DC is
 // usable the answer is ErrNoHealthyUpstream at once, without dialling anything.
 //
+// At the same interval, a usable DC that has had no TLS handshake for
+// upstream.cert_check_interval (a standby DC) gets one without a bind, only to
+// read its certificate's expiry (DCStats.CertNotAfter); these checks are
+// counted apart (CertChecks) and never touch the breaker.
+//
 // # Failover
 //
 // A bind moves to the next DC only when it never reached the previous one: the
@@ -177,9 +182,13 @@ type DCStats struct {
 	// LastLatency is the duration of the last request that reached the DC.
 	LastLatency time.Duration
 	// CertNotAfter is the NotAfter of the DC's leaf certificate seen at the
-	// last TLS handshake (pools and probes; a resumed session reports its
-	// first handshake's); zero before the first handshake.
+	// last TLS handshake (pools, probes and certificate checks; a resumed
+	// session reports its first handshake's); zero before the first handshake.
 	CertNotAfter time.Time
+	// CertChecks is the handshakes made only to read the certificate of a DC
+	// that had none for upstream.cert_check_interval; they are not counted in
+	// Dials and Handshakes.
+	CertChecks uint64
 }
 
 // New builds the Cluster of cfg: the TLS configuration of every server (the CA

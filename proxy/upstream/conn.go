@@ -113,39 +113,57 @@ func (pc *pconn) run(ctx context.Context, opTimeout time.Duration, op func(*ldap
 }
 
 // dialTLS opens one LDAPS connection: TCP with the dialer, then the TLS
-// handshake with tlsCfg, both within upstream.dial_timeout and ctx. It does not use ldap.DialURL
+// handshake with tlsCfg (see handshake). It does not use ldap.DialURL
 // because the connection must be wrapped (wireConn) before go-ldap starts
 // reading from it; the TCP keepalive and the TLS configuration are the same.
 func (d *dc) dialTLS(ctx context.Context, tlsCfg *tls.Config) (*pconn, error) {
-	cfg := d.c.config()
-	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
-	defer cancel()
-	d.dials.Add(1)
-	raw, err := d.c.dial(ctx, "tcp", d.addr)
+	tc, raw, err := d.handshake(ctx, tlsCfg, true)
 	if err != nil {
-		d.dialFailures.Add(1)
-		return nil, fmt.Errorf("dial %s: %w", d.url, err)
+		return nil, err
 	}
-	tc := tls.Client(raw, tlsCfg)
-	d.handshakes.Add(1)
-	if err := tc.HandshakeContext(ctx); err != nil {
-		_ = raw.Close()
-		d.dialFailures.Add(1)
-		return nil, fmt.Errorf("tls handshake with %s: %w", d.url, err)
-	}
-	cs := tc.ConnectionState()
-	if cs.DidResume {
-		d.resumed.Add(1)
-	}
-	if len(cs.PeerCertificates) > 0 {
-		// A resumed session carries the certificates of its first handshake.
-		d.mu.Lock()
-		d.certNotAfter = cs.PeerCertificates[0].NotAfter
-		d.mu.Unlock()
-	}
-	w := &wireConn{Conn: tc, raw: raw, writeTimeout: cfg.OpTimeout}
+	w := &wireConn{Conn: tc, raw: raw, writeTimeout: d.c.config().OpTimeout}
 	lc := ldap.NewConn(w, true)
 	lc.Start()
 	now := d.c.now()
 	return &pconn{conn: lc, wire: w, created: now, lastUsed: now}, nil
+}
+
+// handshake connects to the DC and completes the TLS handshake with tlsCfg,
+// both within upstream.dial_timeout and ctx, and records the expiry of the
+// DC's leaf certificate. counted says whether the connect and the handshake
+// count in Dials, Handshakes, Resumed and DialFailures (every connection for
+// requests and probes), which a certificate check does not.
+func (d *dc) handshake(ctx context.Context, tlsCfg *tls.Config, counted bool) (*tls.Conn, net.Conn, error) {
+	count := func(n *atomic.Uint64) {
+		if counted {
+			n.Add(1)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, d.c.config().DialTimeout)
+	defer cancel()
+	count(&d.dials)
+	raw, err := d.c.dial(ctx, "tcp", d.addr)
+	if err != nil {
+		count(&d.dialFailures)
+		return nil, nil, fmt.Errorf("dial %s: %w", d.url, err)
+	}
+	tc := tls.Client(raw, tlsCfg)
+	count(&d.handshakes)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		_ = raw.Close()
+		count(&d.dialFailures)
+		return nil, nil, fmt.Errorf("tls handshake with %s: %w", d.url, err)
+	}
+	cs := tc.ConnectionState()
+	if cs.DidResume {
+		count(&d.resumed)
+	}
+	d.mu.Lock()
+	if len(cs.PeerCertificates) > 0 {
+		// A resumed session carries the certificates of its first handshake.
+		d.certNotAfter = cs.PeerCertificates[0].NotAfter
+	}
+	d.certCheckedAt = d.c.now()
+	d.mu.Unlock()
+	return tc, raw, nil
 }

@@ -37,7 +37,7 @@ type dc struct {
 
 	dials, dialFailures, handshakes, resumed atomic.Uint64
 	binds, searches, probes, staleRetries    atomic.Uint64
-	failures                                 atomic.Uint64
+	failures, certChecks                     atomic.Uint64
 
 	// pins are the paged searches holding a service connection of this DC
 	// outside its pool (see PagedSearch); guarded by mu.
@@ -48,8 +48,9 @@ type dc struct {
 	lastErrAt   time.Time
 	lastLatency time.Duration
 	// certNotAfter is the expiry of the DC's leaf certificate at the last
-	// TLS handshake.
-	certNotAfter time.Time
+	// TLS handshake, certCheckedAt the time of the last handshake or
+	// certificate check (see checkCert).
+	certNotAfter, certCheckedAt time.Time
 	// svcRefused is the last refusal of the service bind, remembered for one
 	// probe interval so that a wrong bind_password does not make every search
 	// dial a new connection.
@@ -340,5 +341,6 @@ func (d *dc) stats() DCStats {
 		LastErrorAt:  lastErrAt,
 		LastLatency:  lastLatency,
 		CertNotAfter: certNotAfter,
+		CertChecks:   d.certChecks.Load(),
 	}
 }
