@@ -157,9 +157,9 @@ func (s *store) write(old *snapshot, ch *change) error {
 			}
 		}
 		for _, e := range ch.put {
-			raw, err := json.Marshal(e)
+			raw, err := encodeEntry(e)
 			if err != nil {
-				return fmt.Errorf("encode entry %s: %w", e.GUID, err)
+				return err
 			}
 			if err := entries.Put([]byte(e.GUID), raw); err != nil {
 				return err
@@ -183,6 +183,16 @@ func (s *store) write(old *snapshot, ch *change) error {
 		return fmt.Errorf("write view store %s: %w", s.path, err)
 	}
 	return nil
+}
+
+// encodeEntry is e as the entries bucket stores it: JSON with the attribute
+// names sorted, so the same entry is always the same bytes.
+func encodeEntry(e *Entry) ([]byte, error) {
+	raw, err := json.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("encode entry %s: %w", e.GUID, err)
+	}
+	return raw, nil
 }
 
 // indexBuckets returns by_sam, by_upn and by_dn, in the order of indexKeys.

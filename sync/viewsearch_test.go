@@ -220,7 +220,7 @@ func TestViewSearchAge(t *testing.T) {
 
 // syntheticView is a view holding entries written directly (no AD), read with
 // filter and attrs from base.
-func syntheticView(t *testing.T, base, filter string, attrs []string, entries ...*Entry) (*View, time.Time) {
+func syntheticView(t testing.TB, base, filter string, attrs []string, entries ...*Entry) (*View, time.Time) {
 	t.Helper()
 	v, err := OpenView(t.TempDir(), ViewOptions{StaleAfter: time.Hour})
 	if err != nil {
