@@ -444,7 +444,7 @@ func (p *Plan) Table(w io.Writer) error {
 				action += " (held)"
 			}
 			u := it.User
-			row(action, u.Username, u.DisplayName, u.Phone, u.Mobile, devices(&u), describeChanges(it))
+			row(action, u.Username, u.DisplayName, u.Phone, u.Mobile, u.Devices(), describeChanges(it))
 		}
 	}
 	for _, s := range p.Skipped {
@@ -470,8 +470,9 @@ func (p *Plan) Summary() string {
 		len(p.Creates), len(p.Updates), len(p.Disables), remove, len(p.Kept), len(p.Unchanged), len(p.Skipped), len(p.Excluded))
 }
 
-// devices describes the devices pascom gives u.
-func devices(u *ImportUser) string {
+// Devices describes the devices pascom gives the user: "softphone, mobile,
+// ip phone 00:11:22:33:44:55".
+func (u *ImportUser) Devices() string {
 	var d []string
 	if u.Softphone {
 		d = append(d, "softphone")

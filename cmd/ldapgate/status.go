@@ -198,6 +198,11 @@ type planRow struct {
 	// Username and DisplayName identify the user.
 	Username    string `json:"username"`
 	DisplayName string `json:"display_name"`
+	// Extension (telephoneNumber), Mobile and Devices are the user's phone
+	// fields as the dry-run table shows them.
+	Extension string `json:"extension,omitempty"`
+	Mobile    string `json:"mobile,omitempty"`
+	Devices   string `json:"devices,omitempty"`
 	// Changes are the changed fields ("field: old → new"); Reason says why a
 	// user is kept.
 	Changes []string `json:"changes,omitempty"`
@@ -232,7 +237,7 @@ func newPlanSummary(p *usersync.Plan, rows int) *planSummary {
 				continue
 			}
 			row := planRow{Action: string(it.Action), Username: it.User.Username, DisplayName: it.User.DisplayName,
-				Reason: it.Reason, Held: it.Held}
+				Extension: it.User.Phone, Mobile: it.User.Mobile, Devices: it.User.Devices(), Reason: it.Reason, Held: it.Held}
 			for _, c := range it.Changes {
 				row.Changes = append(row.Changes, c.Field+": "+c.Old+" → "+c.New)
 			}
