@@ -445,7 +445,7 @@ func describeCert(chain []*x509.Certificate, verified bool, now time.Time) *cert
 	for _, ip := range leaf.IPAddresses {
 		ci.Names = append(ci.Names, ip.String())
 	}
-	ci.DaysLeft = int(math.Floor(ci.Expiry.Sub(now).Hours() / 24))
+	ci.DaysLeft = daysUntil(ci.Expiry, now)
 	for _, c := range chain {
 		ci.Chain = append(ci.Chain, chainCert{Subject: c.Subject.String(), Issuer: c.Issuer.String(), NotAfter: c.NotAfter.UTC()})
 	}
@@ -516,6 +516,10 @@ func (c *certInfo) writeText(b *strings.Builder) {
 	}
 }
 
+// daysUntil is the whole days from now until t, negative once t has passed.
+func daysUntil(t, now time.Time) int { return int(math.Floor(t.Sub(now).Hours() / 24)) }
+
+// daysLeft says how many days a certificate has left ("expired 3 days ago").
 func daysLeft(n int) string {
 	switch {
 	case n < 0:
