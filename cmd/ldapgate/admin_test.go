@@ -52,7 +52,7 @@ func (f *fakeOps) get(t *testing.T, method, path string, header ...string) (int,
 		req.Header.Set(header[i], header[i+1])
 	}
 	rec := httptest.NewRecorder()
-	httpHandler(f.ops.cfg, f.ops, zap.NewNop()).ServeHTTP(rec, req)
+	httpHandler(f.ops.cfg, f.ops, nil, zap.NewNop()).ServeHTTP(rec, req)
 	body, _ := io.ReadAll(rec.Result().Body)
 	return rec.Code, rec.Result().Header, string(body)
 }
@@ -116,7 +116,7 @@ func TestAdminEndpointsNeedTheCredentialHealthChecksDoNot(t *testing.T) {
 	req := httptest.NewRequest("GET", "/status", nil)
 	req.SetBasicAuth("admin", "pw")
 	rec := httptest.NewRecorder()
-	httpHandler(f.ops.cfg, f.ops, zap.NewNop()).ServeHTTP(rec, req)
+	httpHandler(f.ops.cfg, f.ops, nil, zap.NewNop()).ServeHTTP(rec, req)
 	if rec.Code != 200 {
 		t.Errorf("/status with basic auth: %d, want 200", rec.Code)
 	}

@@ -22,7 +22,7 @@ type httpService struct {
 
 // startHTTP serves cfg.HTTP.Address (see httpHandler). An empty address
 // starts nothing.
-func startHTTP(cfg *configs.Config, ops *operations, log *zap.Logger) (*httpService, error) {
+func startHTTP(cfg *configs.Config, ops *operations, cluster dcControl, log *zap.Logger) (*httpService, error) {
 	if cfg.HTTP.Address == "" {
 		return nil, nil
 	}
@@ -32,7 +32,7 @@ func startHTTP(cfg *configs.Config, ops *operations, log *zap.Logger) (*httpServ
 		return nil, err
 	}
 	srv := &http.Server{
-		Handler:           httpHandler(cfg, ops, log),
+		Handler:           httpHandler(cfg, ops, cluster, log),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
@@ -68,11 +68,14 @@ func (h *httpService) address() string {
 //     nothing secret;
 //   - GET /status, GET /metrics and every admin route need the credential of
 //     http.bearer_token or http.basic_user when one is set (401 otherwise);
+//   - GET / is the status page and POST /api/dcs/drain, /api/dcs/undrain and
+//     /api/sync its actions (page.go), with the same credentials; a POST a
+//     browser sends from another origin is refused;
 //   - GET /export/users.csv is the importer's, with the same credentials
 //     (404 while the sync loop is off).
 //
 // A route registered for GET also answers HEAD; other methods get 405.
-func httpHandler(cfg *configs.Config, ops *operations, log *zap.Logger) http.Handler {
+func httpHandler(cfg *configs.Config, ops *operations, cluster dcControl, log *zap.Logger) http.Handler {
 	mux := http.NewServeMux()
 	auth := usersync.NewHTTPAuth(cfg.HTTP, log)
 	admin := func(pattern string, h http.Handler) { mux.Handle(pattern, auth.Require(h)) }
@@ -81,6 +84,7 @@ func httpHandler(cfg *configs.Config, ops *operations, log *zap.Logger) http.Han
 	mux.HandleFunc("GET /readyz", ops.serveReadyz)
 	admin("GET /status", http.HandlerFunc(ops.serveStatus))
 	admin("GET /metrics", ops.serveMetrics())
+	newStatusPage(ops, cluster, log).register(mux, auth)
 	off := auth.Require(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "the user import is off (sync.enabled: false, or the sync loop could not start: see the log)", http.StatusNotFound)
 	}))

@@ -105,7 +105,7 @@ func serve(ctx context.Context, cfg *configs.Config, log *zap.Logger, ready func
 	defer func() { _ = auth.Close() }()
 	watch.setForget(auth.ForgetUser)
 	ops.setGuard(auth.GuardStats)
-	web, err := startHTTP(cfg, ops, log)
+	web, err := startHTTP(cfg, ops, cluster, log)
 	if err != nil {
 		return fmt.Errorf("http.address: %w", err)
 	}
