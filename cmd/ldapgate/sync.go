@@ -409,7 +409,9 @@ func (ss *syncService) ended(r usersync.LoopRun) {
 	ss.mu.Lock()
 	ss.running = nil
 	ss.runs = append(ss.runs, run)
-	ss.trimRuns()
+	if n := ss.cfg.HTTP.Status.SyncRuns; len(ss.runs) > n {
+		ss.runs = slices.Delete(ss.runs, 0, len(ss.runs)-n)
+	}
 	if r.Result.Err == nil {
 		ss.lastSuccess = r.Started.Add(r.Result.Dur)
 	}
@@ -473,15 +475,16 @@ func (ss *syncService) trigger(full bool) syncTrigger {
 // running loop: it builds a new Syncer and Importer on the same open view and,
 // after the run in progress (which is not cancelled), runs them at once and
 // then on the new sync.interval; the history and a waiting trigger are kept.
-// sync.stale_after applies at once to the view, http.status.sync_runs to the
-// history. It is what the reload (SIGHUP, file change) calls; nothing changes
-// when these settings are the same. cfg must be validated.
+// sync.stale_after applies at once to the view. It is what the reload
+// (SIGHUP, file change) calls; nothing changes when these settings are the
+// same. cfg must be validated.
 //
 // A change of sync.enabled or sync.data_dir needs a restart: reconfigure
 // returns an error saying so and changes nothing, as it does when the new
 // settings cannot be built. http.* (the listener, its credentials, which the
-// export shares) needs a restart too and is not compared; sync.outage_max_age
-// is the listener's (see view.go), not the loop's.
+// export shares, and the status bounds) needs a restart too and is not
+// compared; sync.outage_max_age is the listener's (see view.go), not the
+// loop's.
 func (ss *syncService) reconfigure(cfg *configs.Config) error {
 	ss.mu.Lock()
 	old := ss.cfg
@@ -495,11 +498,9 @@ func (ss *syncService) reconfigure(cfg *configs.Config) error {
 	// The export keeps the listener's credentials until a restart.
 	next := *cfg
 	next.HTTP = old.HTTP
-	next.HTTP.Status = cfg.HTTP.Status
 	if ss.view == nil || reflect.DeepEqual(loopSettings(&next), loopSettings(old)) {
 		ss.mu.Lock()
 		ss.cfg = &next
-		ss.trimRuns()
 		ss.mu.Unlock()
 		return nil
 	}
@@ -510,7 +511,6 @@ func (ss *syncService) reconfigure(cfg *configs.Config) error {
 	ss.view.SetStaleAfter(next.Sync.StaleAfter)
 	ss.mu.Lock()
 	ss.cfg, ss.syncer, ss.importer = &next, s, im
-	ss.trimRuns()
 	close(ss.restart)
 	ss.restart = make(chan struct{})
 	ss.mu.Unlock()
@@ -526,13 +526,6 @@ func loopSettings(cfg *configs.Config) any {
 		Import configs.Import
 		BindDN string
 	}{cfg.Sync, cfg.Import, cfg.Upstream.BindDN}
-}
-
-// trimRuns drops the runs past http.status.sync_runs; ss.mu is held.
-func (ss *syncService) trimRuns() {
-	if n := ss.cfg.HTTP.Status.SyncRuns; len(ss.runs) > n {
-		ss.runs = slices.Delete(ss.runs, 0, len(ss.runs)-n)
-	}
 }
 
 // currentImporter is the importer the export serves (nil when the loop is
