@@ -55,6 +55,8 @@ type Config struct {
 	// Offline is the opt-in offline credential cache used while no DC can be
 	// reached.
 	Offline Offline `yaml:"offline"`
+	// Reload is how serve notices a changed configuration file.
+	Reload Reload `yaml:"reload"`
 
 	// warnings are what Load or Parse found worth a warning; see Warnings.
 	warnings []string
@@ -430,6 +432,23 @@ type Audit struct {
 	Output string `yaml:"output"`
 }
 
+// Reload configures how ldapgate serve picks up a changed configuration. A
+// reload (SIGHUP, or a change the watch sees) loads the file again and
+// applies what can change while serving (the upstreams, cache.dn, sync and
+// import, log.level, the listener's certificate files); a key that needs a
+// restart is logged, and a configuration that does not load is refused
+// while the running one stays.
+type Reload struct {
+	// Watch reloads when the configuration file changes, or a file it names
+	// (upstream.ca_file, the password files, the listener's certificate and
+	// key): the directories holding them are watched, so a rename over the
+	// file (editors, config management) is seen too. Default true.
+	Watch bool `yaml:"watch"`
+	// Debounce is how long the watched files must stay quiet before the
+	// reload, so that a burst of writes is one reload. Default 1s; at most 1m.
+	Debounce time.Duration `yaml:"debounce"`
+}
+
 // Log configures the process log.
 type Log struct {
 	// Level is debug, info, warn or error. Default info.
@@ -521,7 +540,8 @@ func Default() Config {
 			Address: "127.0.0.1:8389",
 			Status:  HTTPStatus{SyncRuns: 20, AuthFailures: 200, RecentFailures: 10, PlanRows: 100},
 		},
-		Log: Log{Level: "info", Format: "json"},
+		Log:    Log{Level: "info", Format: "json"},
+		Reload: Reload{Watch: true, Debounce: time.Second},
 		Lockout: Lockout{
 			NegativeTTL:       5 * time.Minute,
 			UserBudget:        3,

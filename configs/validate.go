@@ -57,6 +57,7 @@ func (c *Config) validate() problems {
 	c.Lockout.validate(&p)
 	c.Offline.validate(&p)
 	c.Audit.validate(&p)
+	c.Reload.validate(&p)
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
 		p.addf("log.level", "%q is not a level: use debug, info, warn or error", c.Log.Level)
 	}
