@@ -30,9 +30,27 @@ func NewReloader(certFile, keyFile string) (*Reloader, error) {
 func (r *Reloader) Reload() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	cert, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
+	return r.load(r.certFile, r.keyFile)
+}
+
+// ReloadFrom loads the certificate chain in certFile and its key in keyFile,
+// which later Reloads read too. When they cannot be read, parsed or do not
+// match, it returns an error and keeps serving, and reloading, what it had.
+func (r *Reloader) ReloadFrom(certFile, keyFile string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.load(certFile, keyFile); err != nil {
+		return err
+	}
+	r.certFile, r.keyFile = certFile, keyFile
+	return nil
+}
+
+// load serves the pair in certFile and keyFile; r.mu is held.
+func (r *Reloader) load(certFile, keyFile string) error {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
-		return fmt.Errorf("load certificate %s with key %s: %w", r.certFile, r.keyFile, err)
+		return fmt.Errorf("load certificate %s with key %s: %w", certFile, keyFile, err)
 	}
 	r.cert.Store(&cert)
 	return nil

@@ -281,3 +281,42 @@ func TestServerConfigRequiresTLS12(t *testing.T) {
 		t.Errorf("MinVersion = %x, want TLS 1.2", c.MinVersion)
 	}
 }
+
+func TestReloadFromSwitchesFilesOnlyWhenTheyLoad(t *testing.T) {
+	t.Parallel()
+	ca := newCA(t)
+	oldDir, newDir := t.TempDir(), t.TempDir()
+	certFile, keyFile := writeServerFiles(t, ca, oldDir, []string{"old.example.test"})
+	r, err := NewReloader(certFile, keyFile)
+	if err != nil {
+		t.Fatalf("NewReloader: %v", err)
+	}
+	served := func() string {
+		t.Helper()
+		c, err := r.GetCertificate(nil)
+		if err != nil || c == nil || c.Leaf == nil {
+			t.Fatalf("GetCertificate = %v, %v", c, err)
+		}
+		return c.Leaf.DNSNames[0]
+	}
+	missing := filepath.Join(newDir, "missing.pem")
+	if err := r.ReloadFrom(missing, keyFile); err == nil || !strings.Contains(err.Error(), missing) {
+		t.Fatalf("ReloadFrom a missing file = %v, want an error naming it", err)
+	}
+	// The failed switch left the old files in place for Reload.
+	writeServerFiles(t, ca, oldDir, []string{"renewed.example.test"})
+	if err := r.Reload(); err != nil || served() != "renewed.example.test" {
+		t.Fatalf("Reload after a failed ReloadFrom = %v, serving %s; want the old files renewed", err, served())
+	}
+	newCert, newKey := writeServerFiles(t, ca, newDir, []string{"new.example.test"})
+	if err := r.ReloadFrom(newCert, newKey); err != nil {
+		t.Fatalf("ReloadFrom new files: %v", err)
+	}
+	if got := served(); got != "new.example.test" {
+		t.Errorf("serving %s after ReloadFrom, want new.example.test", got)
+	}
+	writeServerFiles(t, ca, newDir, []string{"newer.example.test"})
+	if err := r.Reload(); err != nil || served() != "newer.example.test" {
+		t.Errorf("Reload after ReloadFrom = %v, serving %s; want the new files read again", err, served())
+	}
+}

@@ -86,17 +86,20 @@ func WithTimeout(d time.Duration) AuthOption { return func(o *authOptions) { o.t
 // (lockout.*), with the offline credential cache (offline.*) for outages. It
 // implements Authenticator and is safe for concurrent use; Close ends it.
 type Auth struct {
-	resolver   *Resolver
-	binder     Binder
-	netbios    string
-	timeout    time.Duration
-	now        func() time.Time
-	sleep      Sleeper
-	minFailure time.Duration
-	guard      *lockoutGuard
-	offline    *offlineCache
-	audit      *zap.Logger
-	observer   Observer
+	resolver *Resolver
+	binder   Binder
+	netbios  string
+	// timeout bounds one bind (nanoseconds): upstream.op_timeout, which
+	// Reconfigure changes, unless fixedTimeout (WithTimeout).
+	timeout      atomic.Int64
+	fixedTimeout bool
+	now          func() time.Time
+	sleep        Sleeper
+	minFailure   time.Duration
+	guard        *lockoutGuard
+	offline      *offlineCache
+	audit        *zap.Logger
+	observer     Observer
 
 	negativeHits, budgetRefusals, rateLimited atomic.Uint64
 }
@@ -119,13 +122,6 @@ func NewAuth(cfg configs.Config, dir Directory, log *zap.Logger, opts ...AuthOpt
 	if err != nil {
 		return nil, fmt.Errorf("new auth: %w", err)
 	}
-	timeout := o.timeout
-	if timeout <= 0 {
-		timeout = cfg.Upstream.OpTimeout
-	}
-	if timeout <= 0 {
-		timeout = configs.Default().Upstream.OpTimeout
-	}
 	guard, err := newLockoutGuard(cfg.Lockout)
 	if err != nil {
 		return nil, fmt.Errorf("new auth: %w", err)
@@ -134,19 +130,43 @@ func NewAuth(cfg configs.Config, dir Directory, log *zap.Logger, opts ...AuthOpt
 	if err != nil {
 		return nil, fmt.Errorf("new auth: %w", err)
 	}
-	return &Auth{
-		resolver:   r,
-		binder:     dir,
-		netbios:    cfg.Upstream.NetBIOSDomain,
-		timeout:    timeout,
-		now:        o.now,
-		sleep:      o.sleep,
-		minFailure: max(cfg.Lockout.MinFailureLatency, 0),
-		guard:      guard,
-		offline:    offline,
-		audit:      auditLogger(firstLogger(o.audit, log)),
-		observer:   o.observer,
-	}, nil
+	a := &Auth{
+		resolver:     r,
+		binder:       dir,
+		netbios:      cfg.Upstream.NetBIOSDomain,
+		fixedTimeout: o.timeout > 0,
+		now:          o.now,
+		sleep:        o.sleep,
+		minFailure:   max(cfg.Lockout.MinFailureLatency, 0),
+		guard:        guard,
+		offline:      offline,
+		audit:        auditLogger(firstLogger(o.audit, log)),
+		observer:     o.observer,
+	}
+	a.timeout.Store(int64(o.timeout))
+	a.setTimeout(cfg.Upstream.OpTimeout)
+	return a, nil
+}
+
+// Reconfigure applies what of cfg the bind path changes while it serves: the
+// DN cache's size and TTL (cache.dn, see Resolver.SetCache) and the bound on
+// one bind (upstream.op_timeout, unless WithTimeout set it). Binds running
+// keep the bound they started with. The rest of cfg needs a new Auth.
+func (a *Auth) Reconfigure(cfg configs.Config) {
+	a.resolver.SetCache(cfg.Cache.DN)
+	a.setTimeout(cfg.Upstream.OpTimeout)
+}
+
+// setTimeout sets the bound on one bind to d (configs.Default's when d is 0),
+// unless WithTimeout fixed it.
+func (a *Auth) setTimeout(d time.Duration) {
+	if a.fixedTimeout {
+		return
+	}
+	if d <= 0 {
+		d = configs.Default().Upstream.OpTimeout
+	}
+	a.timeout.Store(int64(d))
 }
 
 // Close writes the offline credential file (offline.file) one last time and
@@ -265,7 +285,7 @@ func (a *Auth) decide(ctx context.Context, c Client, name, password string, star
 		return refusal(Decision{}, err)
 	}
 	parent := ctx
-	ctx, cancel := context.WithTimeout(ctx, a.timeout)
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(a.timeout.Load()))
 	defer cancel()
 
 	lim, err := a.guard.checkClient(c.Addr, start)
@@ -361,7 +381,7 @@ func (a *Auth) decideOffline(parent context.Context, login Login, dn, password s
 	if err != nil {
 		return refusal(d, upErr)
 	}
-	ctx, cancel := context.WithTimeout(parent, a.timeout)
+	ctx, cancel := context.WithTimeout(parent, time.Duration(a.timeout.Load()))
 	defer cancel()
 	d.User, d.Offline = dn, true
 	// The guard's refusals hold offline too: AD said no to this password, or

@@ -518,3 +518,27 @@ func TestASimulatedOutageIsUnavailable(t *testing.T) {
 		})
 	}
 }
+
+func TestReconfigureBoundsTheNextBindByTheNewOpTimeout(t *testing.T) {
+	t.Parallel()
+	dir := newFakeDir()
+	dir.blockBind = true
+	cfg := authTestConfig()
+	cfg.Upstream.OpTimeout = time.Hour
+	a, err := NewAuth(cfg, dir, nil)
+	if err != nil {
+		t.Fatalf("NewAuth: %v", err)
+	}
+	cfg.Upstream.OpTimeout = 30 * time.Millisecond
+	a.Reconfigure(cfg)
+	done := make(chan Decision, 1)
+	go func() { done <- a.Decide(context.Background(), authTestClient, "jdoe", testbed.JDoe.Password) }()
+	select {
+	case d := <-done:
+		if d.Code != 52 || d.Reason != ReasonUnavailable {
+			t.Errorf("Decide = %+v, want 52 unavailable after the new 30ms op_timeout", d)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a bind on a hanging directory still waits 30s after op_timeout was reconfigured to 30ms")
+	}
+}

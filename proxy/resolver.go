@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/go-ldap/ldap/v3"
-	"github.com/hashicorp/golang-lru/v2/expirable"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"go.uber.org/zap"
 
 	"github.com/ldapgate/ldapgate/configs"
@@ -73,13 +75,24 @@ type Resolver struct {
 	userBase string
 	filter   string
 	realm    string
-	cache    *expirable.LRU[string, Identity]
+	cache    *lru.Cache[string, cachedIdentity]
+	ttl      atomic.Int64 // cache.dn.ttl in force, in nanoseconds
+	now      func() time.Time // ages the cache entries; time.Now but in tests
 	log      *zap.Logger
+}
+
+// cachedIdentity is a DN cache entry: an identity and when it was cached. It
+// expires by the TTL in force, so a changed cache.dn.ttl applies to the
+// entries already cached.
+type cachedIdentity struct {
+	id    Identity
+	added time.Time
 }
 
 // NewResolver builds a Resolver from the upstream configuration (BaseDN,
 // UserBaseDN, UserFilter; empty fields take configs.Default's values) and the
-// DN cache's size and TTL. Of the options only WithView applies.
+// DN cache's size and TTL (SetCache changes them). Of the options only
+// WithView applies.
 func NewResolver(up configs.Upstream, cache configs.CacheSize, s Searcher, log *zap.Logger, opts ...AuthOption) (*Resolver, error) {
 	o := buildOptions(opts)
 	if s == nil {
@@ -117,28 +130,66 @@ func NewResolver(up configs.Upstream, cache configs.CacheSize, s Searcher, log *
 	if _, err := ldap.CompileFilter(filter); err != nil {
 		return nil, fmt.Errorf("new resolver: upstream.user_filter: %w", err)
 	}
-	size, ttl := cache.Size, cache.TTL
-	if size <= 0 {
-		// expirable.NewLRU takes 0 as "unbounded": never that.
-		size = def.Cache.DN.Size
+	size, ttl := cacheBounds(cache)
+	lc, err := lru.New[string, cachedIdentity](size)
+	if err != nil {
+		return nil, fmt.Errorf("new resolver: cache.dn.size: %w", err)
 	}
-	if ttl <= 0 {
-		ttl = def.Cache.DN.TTL
-	}
-	// golang-lru/v2 expirable (v2.0.7) reads time.Now itself, so the TTL cannot
-	// follow an injected clock, and its expiry goroutine never ends: build one
-	// Resolver per process, not per request.
-	lru := expirable.NewLRU[string, Identity](size, nil, ttl)
-	return &Resolver{
+	r := &Resolver{
 		search:   s,
 		view:     o.view,
 		base:     base,
 		userBase: userBase,
 		filter:   filter,
 		realm:    realmOf(base),
-		cache:    lru,
+		cache:    lc,
+		now:      time.Now,
 		log:      log.Named("resolver"),
-	}, nil
+	}
+	r.ttl.Store(int64(ttl))
+	return r, nil
+}
+
+// cacheBounds returns the DN cache's size and TTL, configs.Default's where c
+// has none.
+func cacheBounds(c configs.CacheSize) (int, time.Duration) {
+	def := configs.Default().Cache.DN
+	size, ttl := c.Size, c.TTL
+	if size <= 0 {
+		size = def.Size
+	}
+	if ttl <= 0 {
+		ttl = def.TTL
+	}
+	return size, ttl
+}
+
+// SetCache applies a new cache.dn while the resolver runs, keeping what is
+// cached: a smaller size drops the least recently used entries, and the TTL
+// counts from when each entry was cached, so a shorter one also ends entries
+// cached before. Values of 0 take configs.Default's.
+func (r *Resolver) SetCache(c configs.CacheSize) {
+	size, ttl := cacheBounds(c)
+	r.ttl.Store(int64(ttl))
+	r.cache.Resize(size)
+}
+
+// cached returns the unexpired cached identity of a login key.
+func (r *Resolver) cached(key string) (Identity, bool) {
+	e, ok := r.cache.Get(key)
+	if !ok {
+		return Identity{}, false
+	}
+	if r.now().Sub(e.added) >= time.Duration(r.ttl.Load()) {
+		r.cache.Remove(key)
+		return Identity{}, false
+	}
+	return e.id, true
+}
+
+// remember caches the identity of a login key.
+func (r *Resolver) remember(key string, id Identity) {
+	r.cache.Add(key, cachedIdentity{id: id, added: r.now()})
 }
 
 // realmOf derives the domain's DNS name from the trailing DC= components of
@@ -170,7 +221,7 @@ func (r *Resolver) Resolve(ctx context.Context, l Login) (Resolution, error) {
 	if l.Kind == LoginDN && !r.inBase(l.dn) {
 		return Resolution{}, fmt.Errorf("resolve %s: %w", l.Kind, ErrOutsideBase)
 	}
-	if id, ok := r.cache.Get(l.Key); ok {
+	if id, ok := r.cached(l.Key); ok {
 		return Resolution{Identity: id, From: SourceCache}, nil
 	}
 	if r.view != nil {
@@ -178,7 +229,7 @@ func (r *Resolver) Resolve(ctx context.Context, l Login) (Resolution, error) {
 			if err := r.checkIdentity(id); err != nil {
 				return Resolution{}, err
 			}
-			r.cache.Add(l.Key, id)
+			r.remember(l.Key, id)
 			return Resolution{Identity: id, From: SourceView}, nil
 		}
 	}
@@ -186,7 +237,7 @@ func (r *Resolver) Resolve(ctx context.Context, l Login) (Resolution, error) {
 	if err != nil {
 		return Resolution{DC: dc}, err
 	}
-	r.cache.Add(l.Key, id)
+	r.remember(l.Key, id)
 	return Resolution{Identity: id, From: SourceSearch, DC: dc}, nil
 }
 

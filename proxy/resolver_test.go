@@ -612,3 +612,45 @@ func TestFormatGUID(t *testing.T) {
 		t.Errorf("formatGUID of 2 bytes = %q, want empty", got)
 	}
 }
+
+func TestSetCacheChangesTheDNCacheWhileItRuns(t *testing.T) {
+	t.Parallel()
+	dir := newFakeDir()
+	clock := newTestClock()
+	r := newFakeResolver(t, dir)
+	r.now = clock.now
+	ctx := context.Background()
+	resolve := func(login string) Source {
+		t.Helper()
+		res, err := r.Resolve(ctx, mustParseLogin(t, login))
+		if err != nil {
+			t.Fatalf("Resolve(%s): %v", login, err)
+		}
+		return res.From
+	}
+	resolve("jdoe")
+	resolve("sobrien")
+	clock.advance(5 * time.Minute)
+
+	// A longer TTL keeps what is cached.
+	r.SetCache(configs.CacheSize{Size: 100, TTL: time.Hour})
+	clock.advance(20 * time.Minute) // past the old 15m
+	if got := resolve("jdoe"); got != SourceCache {
+		t.Errorf("jdoe 25m after caching, with a TTL of 1h, came from %s, want the cache", got)
+	}
+	// A shorter TTL ends entries cached before it.
+	r.SetCache(configs.CacheSize{Size: 100, TTL: 10 * time.Minute})
+	if got := resolve("jdoe"); got != SourceSearch {
+		t.Errorf("jdoe 25m after caching, with a TTL of 10m, came from %s, want a search", got)
+	}
+	// A smaller size drops the least recently used.
+	resolve("sobrien") // expired too: cached again, now the most recent
+	resolve("jdoe")
+	r.SetCache(configs.CacheSize{Size: 1, TTL: 10 * time.Minute})
+	if got := resolve("jdoe"); got != SourceCache {
+		t.Errorf("jdoe, the most recently used, came from %s after shrinking to 1, want the cache", got)
+	}
+	if got := resolve("sobrien"); got != SourceSearch {
+		t.Errorf("sobrien came from %s after shrinking to 1, want a search", got)
+	}
+}

@@ -580,6 +580,14 @@ func newProxyUser(cfg configs.Config, dir Searcher, view View, log *zap.Logger) 
 	return p, nil
 }
 
+// setCache gives the proxy user's resolver a new cache.dn (none with a local
+// secret).
+func (p *proxyUser) setCache(c configs.CacheSize) {
+	if p.resolver != nil {
+		p.resolver.SetCache(c)
+	}
+}
+
 // is reports whether dn, the canonical identity bound on a connection, is the
 // proxy user's. The proxy user's DN comes from the resolver (and its cache),
 // so every way of typing the account compares equal. An outage is an error.

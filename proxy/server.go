@@ -288,13 +288,24 @@ func withListenDefaults(c configs.Listen) configs.Listen {
 	return c
 }
 
-// ReloadTLS reloads the listener certificate from its files; new handshakes use
-// it. A no-op when the TLS configuration came from WithTLSConfig.
-func (s *Server) ReloadTLS() error {
-	if s.certs == nil {
+// Reconfigure applies what of cfg the listener changes while it serves: it
+// loads the listener certificate again from cfg.Listen.TLS's files (renamed
+// ones too), which new handshakes then use, and gives the proxy user's DN
+// cache cfg.Cache.DN. A certificate that does not load is an error, and the
+// old one stays. Without TLS at start, or with WithTLSConfig, there is no
+// certificate to reload. Every other key of cfg.Listen and cfg.Search needs a
+// new Server; connections stay open throughout.
+func (s *Server) Reconfigure(cfg configs.Config) error {
+	if s.srch != nil {
+		s.srch.proxy.setCache(cfg.Cache.DN)
+	}
+	if s.certs == nil || cfg.Listen.TLS.CertFile == "" {
 		return nil
 	}
-	return s.certs.Reload()
+	if err := s.certs.ReloadFrom(cfg.Listen.TLS.CertFile, cfg.Listen.TLS.KeyFile); err != nil {
+		return fmt.Errorf("listen.tls: %w", err)
+	}
+	return nil
 }
 
 // Serve accepts plain-LDAP connections on l (StartTLS when configured) until

@@ -138,7 +138,7 @@ func serve(ctx context.Context, cfg *configs.Config, log *zap.Logger, ready func
 		case err := <-errc:
 			return fmt.Errorf("listener: %w", err)
 		case <-hup:
-			if err := srv.ReloadTLS(); err != nil {
+			if err := srv.Reconfigure(*cfg); err != nil {
 				log.Error("reload listener certificate: keeping the old one", zap.Error(err))
 			} else {
 				log.Info("reloaded listener certificate")
