@@ -76,7 +76,7 @@ type Resolver struct {
 	filter   string
 	realm    string
 	cache    *lru.Cache[string, cachedIdentity]
-	ttl      atomic.Int64 // cache.dn.ttl in force, in nanoseconds
+	ttl      atomic.Int64     // cache.dn.ttl in force, in nanoseconds
 	now      func() time.Time // ages the cache entries; time.Now but in tests
 	log      *zap.Logger
 }

@@ -46,7 +46,7 @@ Everything it creates is removed when it stops.`,
 				if *users < 0 || *users > adsim.MaxLoadUsers {
 					return usageErrorf("--users: %d is not between 0 and %d", *users, adsim.MaxLoadUsers)
 				}
-				log, err := newLogger(e.stderr, firstSet(lf.format, "console"), lf.level)
+				log, level, err := newLeveledLogger(e.stderr, firstSet(lf.format, "console"), lf.level)
 				if err != nil {
 					return usageError{err}
 				}
@@ -97,7 +97,8 @@ Everything it creates is removed when it stops.`,
 					return fmt.Errorf("first sync: %w", err)
 				}
 				self := selfCommand()
-				return serve(ctx, loaded, log, func(ldapAddr, httpAddr string) {
+				src := reloadSource{path: cfgPath, level: level, levelFlag: lf.level != ""}
+				return serve(ctx, loaded, log, src, func(ldapAddr, httpAddr string) {
 					printDemoHelp(e.stdout, demoHelp{
 						ldap: ldapAddr, http: httpAddr, servers: loaded.Upstream.Servers, config: cfgPath, self: self,
 					})

@@ -24,15 +24,22 @@ func (l *logFlags) register(fs *flag.FlagSet) {
 // newLogger builds the process logger writing to w. Empty format and level fall
 // back to the configuration's, then to json and info.
 func newLogger(w io.Writer, format, level string) (*zap.Logger, error) {
+	log, _, err := newLeveledLogger(w, format, level)
+	return log, err
+}
+
+// newLeveledLogger is newLogger that also returns the level, which serve's
+// reload changes (log.level) while the logger runs.
+func newLeveledLogger(w io.Writer, format, level string) (*zap.Logger, zap.AtomicLevel, error) {
 	if format == "" {
 		format = "json"
 	}
 	if level == "" {
 		level = "info"
 	}
-	lvl, err := zapcore.ParseLevel(level)
+	lvl, err := zap.ParseAtomicLevel(level)
 	if err != nil {
-		return nil, fmt.Errorf("--log-level: %q is not one of debug, info, warn, error", level)
+		return nil, lvl, fmt.Errorf("--log-level: %q is not one of debug, info, warn, error", level)
 	}
 	ec := logEncoderConfig()
 	var enc zapcore.Encoder
@@ -43,10 +50,10 @@ func newLogger(w io.Writer, format, level string) (*zap.Logger, error) {
 		ec.EncodeLevel = zapcore.CapitalLevelEncoder
 		enc = zapcore.NewConsoleEncoder(ec)
 	default:
-		return nil, fmt.Errorf("--log-format: %q is not json or console", format)
+		return nil, lvl, fmt.Errorf("--log-format: %q is not json or console", format)
 	}
 	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl)
-	return zap.New(core, zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w)))), nil
+	return zap.New(core, zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w)))), lvl, nil
 }
 
 // logEncoderConfig is the shape of every log line ldapgate writes: "ts" as

@@ -27,8 +27,7 @@ func serveCommand() *command {
 with plain LDAP (or LDAPS/StartTLS when configured); ldapgate maps the login
 (sAMAccountName, UPN, DOMAIN\user or DN) to the user's DN with a search made as
 the service account, and forwards the bind over verified LDAPS to the first
-healthy domain controller. SIGHUP reloads the listener certificate (and
-reopens the audit.output file).
+healthy domain controller.
 
 With sync.enabled (the default) it also keeps the directory view in
 <sync.data_dir> and runs the user import every sync.interval, like
@@ -36,6 +35,19 @@ With sync.enabled (the default) it also keeps the directory view in
 search-then-bind lookups) are answered from the view when that gives exactly
 what AD would (fresh within sync.stale_after; while every DC is down, up to
 sync.outage_max_age old), and logins are looked up in a fresh view before AD.
+
+SIGHUP (systemctl reload ldapgate) reloads the configuration file, and so
+does a change of it or of a file it names (reload.watch, after
+reload.debounce of quiet), without closing a client connection. Applied
+live: upstream.servers (in-flight requests on a removed DC finish there),
+ca_file, the service account (bind_dn, the password or its file),
+dial_timeout, op_timeout, pool.* and breaker.*; cache.dn.*; sync.* and
+import.* (after the sync in progress); log.level (unless --log-level is
+given); the listener's certificate and key, renamed ones too. Everything else
+needs a restart, and the log names each such key. A file that does not load,
+or whose CA bundle or certificate does not, is refused and logged ("config
+reload refused"); the running configuration stays. SIGHUP also reopens the
+audit.output file.
 
 A shutdown stops accepting, lets in-flight binds finish within
 listen.shutdown_timeout, stops the sync loop and closes the upstream
@@ -52,7 +64,7 @@ connections.`,
 				if err != nil {
 					return err
 				}
-				log, err := newLogger(e.stderr, firstSet(lf.format, cfg.Log.Format), firstSet(lf.level, cfg.Log.Level))
+				log, level, err := newLeveledLogger(e.stderr, firstSet(lf.format, cfg.Log.Format), firstSet(lf.level, cfg.Log.Level))
 				if err != nil {
 					return usageError{err}
 				}
@@ -62,16 +74,33 @@ connections.`,
 				}
 				ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 				defer stop()
-				return serve(ctx, cfg, log, nil)
+				return serve(ctx, cfg, log, reloadSource{path: *path, level: level, levelFlag: lf.level != ""}, nil)
 			}
 		},
 	}
 }
 
-// serve builds the gateway from cfg and runs it until ctx ends. ready, when not
-// nil, is called once the plain-LDAP listener is open, with its address and the
-// HTTP listener's ("" when off), ports resolved.
-func serve(ctx context.Context, cfg *configs.Config, log *zap.Logger, ready func(ldapAddr, httpAddr string)) error {
+// reloadSource is where serve's reload reads the configuration from.
+type reloadSource struct {
+	// path is the configuration file cfg was loaded from.
+	path string
+	// level is the process log's level, which log.level changes.
+	level zap.AtomicLevel
+	// levelFlag: --log-level was given and wins over log.level.
+	levelFlag bool
+}
+
+// serve builds the gateway from cfg and runs it until ctx ends, reloading
+// the configuration from src on SIGHUP and, with reload.watch, when its files
+// change. ready, when not nil, is called once the plain-LDAP listener is
+// open, with its address and the HTTP listener's ("" when off), ports
+// resolved.
+func serve(ctx context.Context, cfg *configs.Config, log *zap.Logger, src reloadSource, ready func(ldapAddr, httpAddr string)) error {
+	// Registered first: a SIGHUP during the start is a reload once serving,
+	// not the end of the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	cluster, err := upstream.New(cfg.Upstream, log)
 	if err != nil {
 		return fmt.Errorf("upstream: %w", err)
@@ -130,19 +159,37 @@ func serve(ctx context.Context, cfg *configs.Config, log *zap.Logger, ready func
 		zap.String("listen_ldaps", cfg.Listen.LDAPSAddress),
 		zap.Int("upstreams", len(cfg.Upstream.Servers)))
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	// Reloads (see reload.go): SIGHUP, and with reload.watch a change of
+	// the configuration's files (configwatch.go).
+	rl := newReloader(func() (*configs.Config, error) { return configs.Load(src.path) }, cfg, src.levelFlag, reloadTargets{
+		upstream: cluster, auth: auth, listener: srv, sync: syncSvc, level: src.level,
+	}, log)
+	var files *configWatch
+	var changed <-chan struct{}
+	if cfg.Reload.Watch {
+		if files, err = startConfigWatch(watchedFiles(src.path, cfg), cfg.Reload.Debounce, log); err != nil {
+			log.Warn("config watch not started: reload with SIGHUP (systemctl reload ldapgate)", zap.Error(err))
+		} else {
+			defer files.close()
+			changed = files.due
+		}
+	}
+	reload := func(trigger string) {
+		rl.reload(trigger)
+		if files != nil {
+			if err := files.watch(watchedFiles(src.path, rl.cur)); err != nil {
+				log.Warn("config watch: the files the new configuration names are not all watched; reload with SIGHUP after changing them", zap.Error(err))
+			}
+		}
+	}
 	for {
 		select {
 		case err := <-errc:
 			return fmt.Errorf("listener: %w", err)
 		case <-hup:
-			if err := srv.Reconfigure(*cfg); err != nil {
-				log.Error("reload listener certificate: keeping the old one", zap.Error(err))
-			} else {
-				log.Info("reloaded listener certificate")
-			}
+			reload("SIGHUP")
+		case <-changed:
+			reload("file change")
 		case <-ctx.Done():
 			log.Info("shutting down")
 			sctx, cancel := context.WithTimeout(context.Background(), cfg.Listen.ShutdownTimeout)
