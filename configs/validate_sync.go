@@ -21,12 +21,20 @@ func (c *Config) fillSyncDerived() {
 	if s.Filter == "" {
 		s.Filter = c.Upstream.UserFilter
 	}
+	csvFile, jsonFile := DefaultImportFiles(s.DataDir)
 	if c.Import.CSVFile == "" && s.DataDir != "" {
-		c.Import.CSVFile = filepath.Join(s.DataDir, "users.csv")
+		c.Import.CSVFile = csvFile
 	}
 	if c.Import.JSONFile == "" && s.DataDir != "" {
-		c.Import.JSONFile = filepath.Join(s.DataDir, "import.json")
+		c.Import.JSONFile = jsonFile
 	}
+}
+
+// DefaultImportFiles returns where the import writes when import.csv_file and
+// import.json_file are not set: users.csv and import.json in dataDir
+// (sync.data_dir).
+func DefaultImportFiles(dataDir string) (csvFile, jsonFile string) {
+	return filepath.Join(dataDir, "users.csv"), filepath.Join(dataDir, "import.json")
 }
 
 // validate checks the directory view's settings against the upstream base.

@@ -145,6 +145,7 @@ func logPath(t *testing.T, name string) string {
 type procGateway struct {
 	addr    string // the plain-LDAP listener, host:port
 	what    string // "ldapgate serve": the command, for messages
+	cfgPath string // its configuration file ("" when it has none)
 	logPath string
 	cmd     *exec.Cmd
 	exited  chan struct{}
@@ -161,6 +162,7 @@ func startProcGateway(t *testing.T, name string, changes map[string]any) *procGa
 		t.Fatal(err)
 	}
 	g := launchProc(t, name, nil, "serve", "--config", cfgPath)
+	g.cfgPath = cfgPath
 
 	deadline := time.Now().Add(startWithin)
 	for g.addr == "" {

@@ -106,14 +106,15 @@ func (g *procGateway) listening(t *testing.T, tls bool) string {
 	return addr
 }
 
-// waitLog waits (bounded) for a line after offset that match accepts.
-func waitLog(t *testing.T, path string, offset int64, match func(logLine) bool, what string) {
+// waitLog waits (bounded) for a line after offset that match accepts, and
+// returns it.
+func waitLog(t *testing.T, path string, offset int64, match func(logLine) bool, what string) logLine {
 	t.Helper()
 	deadline := time.Now().Add(logWithin)
 	for {
 		for _, l := range readLogFrom(t, path, offset) {
 			if match(l) {
-				return
+				return l
 			}
 		}
 		if time.Now().After(deadline) {

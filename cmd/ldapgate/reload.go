@@ -79,7 +79,7 @@ func planReload(started, cur, next *configs.Config, changedFiles []string, level
 			p.restart = append(p.restart, key)
 		}
 	}
-	for _, key := range configs.Changed(cur, next) {
+	for _, key := range configs.Changed(syncConfig(started, cur), syncConfig(started, next)) {
 		switch {
 		case !isLive(key):
 		case key == "log.level" && levelFlag:
@@ -238,7 +238,7 @@ func (r *reloader) apply(next *configs.Config, plan reloadPlan) error {
 		}
 	}
 	if touches("sync.", "import.", "http.status.sync_runs", "upstream.bind_dn") {
-		if err := r.targets.sync.reconfigure(r.syncConfig(next)); err != nil {
+		if err := r.targets.sync.reconfigure(syncConfig(r.started, next)); err != nil {
 			if upstreamChanged {
 				r.rollBackUpstream()
 			}
@@ -261,11 +261,22 @@ func (r *reloader) apply(next *configs.Config, plan reloadPlan) error {
 	return nil
 }
 
-// syncConfig is next with the sync keys that need a restart as the process
-// started with them, which the sync loop refuses to change.
-func (r *reloader) syncConfig(next *configs.Config) *configs.Config {
+// syncConfig is next as the sync loop takes it while serving: sync.enabled,
+// sync.data_dir and sync.outage_max_age as the process started with them
+// (they need a restart, and the loop refuses to change them), and so the
+// import files that default into sync.data_dir.
+func syncConfig(started, next *configs.Config) *configs.Config {
 	c := *next
-	c.Sync.Enabled, c.Sync.DataDir, c.Sync.OutageMaxAge = r.started.Sync.Enabled, r.started.Sync.DataDir, r.started.Sync.OutageMaxAge
+	if c.Sync.DataDir != started.Sync.DataDir {
+		csvFile, jsonFile := configs.DefaultImportFiles(c.Sync.DataDir)
+		if c.Import.CSVFile == csvFile {
+			c.Import.CSVFile = started.Import.CSVFile
+		}
+		if c.Import.JSONFile == jsonFile {
+			c.Import.JSONFile = started.Import.JSONFile
+		}
+	}
+	c.Sync.Enabled, c.Sync.DataDir, c.Sync.OutageMaxAge = started.Sync.Enabled, started.Sync.DataDir, started.Sync.OutageMaxAge
 	return &c
 }
 

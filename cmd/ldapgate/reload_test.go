@@ -22,6 +22,7 @@ func TestPlanReloadSortsTheChangedKeys(t *testing.T) {
 	started := configs.Default()
 	started.Upstream.Servers = []configs.Server{{URL: "ldaps://dc1.example.test:636"}}
 	started.Listen.TLS = configs.ListenTLS{CertFile: "/etc/ldapgate/tls.pem", KeyFile: "/etc/ldapgate/tls.key"}
+	started.Import.CSVFile, started.Import.JSONFile = configs.DefaultImportFiles(started.Sync.DataDir)
 	tests := []struct {
 		name      string
 		change    func(*configs.Config)
@@ -45,6 +46,10 @@ func TestPlanReloadSortsTheChangedKeys(t *testing.T) {
 			c.Sync.DataDir = "/srv/ldapgate"
 			c.Import.Mode = "create_update"
 		}, want: reloadPlan{live: []string{"sync.interval", "import.mode"}, restart: []string{"sync.data_dir"}}},
+		{name: "the import files that default into sync.data_dir wait for its restart", change: func(c *configs.Config) {
+			c.Sync.DataDir = "/srv/ldapgate"
+			c.Import.CSVFile, c.Import.JSONFile = configs.DefaultImportFiles(c.Sync.DataDir)
+		}, want: reloadPlan{restart: []string{"sync.data_dir"}}},
 		{name: "a renewed CA bundle and certificate under the same names", files: []string{"upstream.ca_file", "listen.tls.cert_file"},
 			change: func(*configs.Config) {}, want: reloadPlan{live: []string{"upstream.ca_file", "listen.tls.cert_file"}}},
 		{name: "new certificate files", change: func(c *configs.Config) { c.Listen.TLS.CertFile = "/etc/ldapgate/new.pem" },
