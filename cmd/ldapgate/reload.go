@@ -24,7 +24,7 @@ var (
 		// The Cluster (Reconfigure).
 		"upstream.servers", "upstream.ca_file", "upstream.bind_dn", "upstream.bind_password",
 		"upstream.bind_password_file", "upstream.dial_timeout", "upstream.op_timeout",
-		"upstream.pool.", "upstream.breaker.",
+		"upstream.pool.", "upstream.breaker.", "upstream.cert_check_interval",
 		// The DN caches of the bind path and the proxy user.
 		"cache.dn.",
 		// The sync loop and the import (syncService.reconfigure).
