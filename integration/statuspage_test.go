@@ -326,8 +326,8 @@ func TestStatusPageRefusesAnotherSitesForm(t *testing.T) {
 	if _, status := b.clickAndLoad(t, "submit the other site's form to the drain endpoint", "#go"); status != http.StatusForbidden {
 		t.Errorf("the other site's form got %d from the gateway, want 403", status)
 	}
-	if got := b.text(t, "#error"); !strings.Contains(got, "another site") {
-		t.Errorf("the gateway answered the other site's form with %q, want a refusal naming the other site", got)
+	if got := b.text(t, "#error"); !strings.Contains(got, "another origin") {
+		t.Errorf("the gateway answered the other site's form with %q, want a refusal naming the other origin", got)
 	}
 	b.do(t, "load the status page", chromedp.Navigate(base+"/"))
 	if got := b.text(t, chromedp.CSS(fmt.Sprintf(`tr[data-dc=%q] td.dc-state`, dc1URL))); strings.Contains(got, "drained") {

@@ -261,11 +261,11 @@ func TestActionsRefuseBadRequests(t *testing.T) {
 		{"a POST to the page is not allowed", http.MethodPost, "/", url.Values{"url": {testDC1}}, nil, http.StatusMethodNotAllowed, ""},
 		{"a sync with a bad full flag says what to send", http.MethodPost, pathSync, url.Values{"full": {"maybe"}}, nil, http.StatusBadRequest, "full=1"},
 		{"a POST from another site's page is refused", http.MethodPost, pathDrain, url.Values{"url": {testDC1}},
-			[]string{"Origin: http://evil.example", browserAccept}, http.StatusForbidden, "another site"},
+			[]string{"Origin: http://evil.example", browserAccept}, http.StatusForbidden, "another origin"},
 		{"a POST a browser marks cross-site is refused", http.MethodPost, pathDrain, url.Values{"url": {testDC1}},
-			[]string{"Sec-Fetch-Site: cross-site"}, http.StatusForbidden, "another site"},
+			[]string{"Sec-Fetch-Site: cross-site"}, http.StatusForbidden, "another origin"},
 		{"a POST a browser marks same-site (another port) is refused", http.MethodPost, pathSync, url.Values{},
-			[]string{"Sec-Fetch-Site: same-site"}, http.StatusForbidden, "another site"},
+			[]string{"Sec-Fetch-Site: same-site"}, http.StatusForbidden, "another origin"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			status, _, body := ph.do(t, c.method, c.path, c.form, c.headers...)
