@@ -5,6 +5,7 @@ package integration
 import (
 	"bytes"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -79,6 +80,25 @@ func TestDemoCommandsWorkAsPrinted(t *testing.T) {
 			firstWords: bin + " check upstream ",
 			stdout:     []string{"upstream.servers[0]", "upstream.servers[1]", "expires  ", "OK: 2 of 2 domain controllers passed every check."}},
 	}
+	t.Run("the status page shows both DCs and the directory view", func(t *testing.T) {
+		m := regexp.MustCompile(`(?m)^Its status page: (http://\S+)`).FindStringSubmatch(printed)
+		if m == nil {
+			t.Fatalf("the demo printed no status page; it printed:\n%s", printed)
+		}
+		code, page := adminGet(t, m[1], "", "")
+		if code != 200 {
+			t.Fatalf("GET %s: %d, want 200:\n%s", m[1], code, page)
+		}
+		dcs := demoDCs(printed)
+		if len(dcs) != 2 {
+			t.Fatalf("the demo printed %d DCs (%v), want 2; it printed:\n%s", len(dcs), dcs, printed)
+		}
+		for _, want := range append(dcs, "Ready: ", "3 users in the directory view") {
+			if !strings.Contains(page, want) {
+				t.Errorf("%s lacks %q:\n%s", m[1], want, page)
+			}
+		}
+	})
 	matched := make([]int, len(commands))
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -148,6 +168,15 @@ func (o *demoOutput) text() string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.buf.String()
+}
+
+// demoDCs is the simulated DCs' URLs the demo printed.
+func demoDCs(printed string) []string {
+	var urls []string
+	for _, m := range regexp.MustCompile(`(?m)^  (ldaps://\S+) \(`).FindAllStringSubmatch(printed, -1) {
+		urls = append(urls, m[1])
+	}
+	return urls
 }
 
 // demoCommands is the commands the demo printed under "Try": the indented

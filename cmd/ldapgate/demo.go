@@ -187,16 +187,19 @@ func printDemoHelp(w io.Writer, h demoHelp) {
 	for _, s := range h.servers {
 		fmt.Fprintf(&b, "  %s (%s)\n", s.URL, s.ServerName)
 	}
-	fmt.Fprintf(&b, `Its configuration: %[3]s
-
-Try (ldap-utils):
+	fmt.Fprintf(&b, "Its configuration: %s\n", h.config)
+	if h.http != "" {
+		fmt.Fprintf(&b, "Its status page: http://%s/ (in a browser: the DCs, the syncs, drain a DC, sync now)\n", h.http)
+	}
+	fmt.Fprintf(&b, `
+Try (ldap-utils, curl):
   ldapwhoami -x -H %[1]s -D jdoe -w 'Passw0rd!jdoe'
   ldapwhoami -x -H %[1]s -D 'AADDS\jdoe' -w 'Passw0rd!jdoe'
   ldapwhoami -x -H %[1]s -D jdoe@aadds.example.test -w 'Passw0rd!jdoe'
   ldapwhoami -x -H %[1]s -D jdoe -w wrong          # 49 invalid credentials
   ldapwhoami -x -H %[1]s -D cwhite -w 'Passw0rd!cwhite'  # disabled: the same 49
   ldapsearch -x -H %[1]s -D svc-pbx@aadds.example.test -w 'Svc!Passw0rd-pbx' -b %[2]s '(sAMAccountName=jdoe)' dn
-`, u, shellQuote(testbed.UsersDN), h.config)
+`, u, shellQuote(testbed.UsersDN))
 	if h.http != "" {
 		fmt.Fprintf(&b, "  curl http://%s%s   # pascom's \"Users from CSV\" import\n", h.http, usersync.ExportPath)
 	}
