@@ -28,7 +28,7 @@ var (
 		// The DN caches of the bind path and the proxy user.
 		"cache.dn.",
 		// The sync loop and the import (syncService.reconfigure).
-		"sync.", "import.", "http.status.sync_runs",
+		"sync.", "import.",
 		"log.level",
 	}
 	restartKeys = []string{
@@ -237,7 +237,7 @@ func (r *reloader) apply(next *configs.Config, plan reloadPlan) error {
 			return err
 		}
 	}
-	if touches("sync.", "import.", "http.status.sync_runs", "upstream.bind_dn") {
+	if touches("sync.", "import.", "upstream.bind_dn") {
 		if err := r.targets.sync.reconfigure(syncConfig(r.started, next)); err != nil {
 			if upstreamChanged {
 				r.rollBackUpstream()

@@ -41,10 +41,13 @@ does a change of it or of a file it names (reload.watch, after
 reload.debounce of quiet), without closing a client connection. Applied
 live: upstream.servers (in-flight requests on a removed DC finish there),
 ca_file, the service account (bind_dn, the password or its file),
-dial_timeout, op_timeout, pool.* and breaker.*; cache.dn.*; sync.* and
-import.* (after the sync in progress); log.level (unless --log-level is
+dial_timeout, op_timeout, pool.*, breaker.* and cert_check_interval;
+cache.dn.*; sync.* and import.* (after the sync in progress; not
+sync.enabled, data_dir or outage_max_age); log.level (unless --log-level is
 given); the listener's certificate and key, renamed ones too. Everything else
-needs a restart, and the log names each such key. A file that does not load,
+(listen.*, http.*, search.*, lockout.*, offline.*, audit.*, log.format,
+reload.*, upstream.base_dn, user_base_dn, user_filter, netbios_domain) needs
+a restart, and the log names each such key. A file that does not load,
 or whose CA bundle or certificate does not, is refused and logged ("config
 reload refused"); the running configuration stays. SIGHUP also reopens the
 audit.output file.
