@@ -82,6 +82,7 @@ type testServer struct {
 	auth      *fakeAuth
 	logs      *observer.ObservedLogs
 	caFile    string
+	ca        *certs.CA // the CA of the listener's certificate
 	clientTLS *tls.Config
 }
 
@@ -150,7 +151,7 @@ func (ts *testServer) writeCerts(t *testing.T, cfg *configs.Listen) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts.caFile = filepath.Join(dir, "ca.pem")
+	ts.ca, ts.caFile = ca, filepath.Join(dir, "ca.pem")
 	cfg.TLS.CertFile = filepath.Join(dir, "server.pem")
 	cfg.TLS.KeyFile = filepath.Join(dir, "server.key")
 	for path, data := range map[string][]byte{ts.caFile: ca.CertPEM(), cfg.TLS.CertFile: certPEM, cfg.TLS.KeyFile: keyPEM} {
@@ -1171,4 +1172,64 @@ func TestWithListening(t *testing.T) {
 		_ = l.Close()
 	}
 	shutdownListenAndServe(t, s, served)
+}
+
+// TestReconfigureServesTheNewCertificateAndKeepsConnections: Reconfigure with
+// other certificate files serves them to new handshakes while an LDAPS
+// connection opened before keeps working; files that do not load are refused
+// and the certificate stays.
+func TestReconfigureServesTheNewCertificateAndKeepsConnections(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, serverSetup{cfg: configs.Listen{Address: "127.0.0.1:0"}, ldaps: true})
+	serial := func() string {
+		t.Helper()
+		c, err := tls.Dial("tcp", ts.ldapsAddr, ts.clientTLS)
+		if err != nil {
+			t.Fatalf("TLS handshake: %v", err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	before := serial()
+	open, err := ldap.DialURL("ldaps://"+ts.ldapsAddr, ldap.DialWithTLSConfig(ts.clientTLS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close()
+	open.SetTimeout(waitFor)
+	if err := open.Bind(userDN("alice"), "secret"); err != nil {
+		t.Fatalf("bind before Reconfigure: %v", err)
+	}
+
+	// A new certificate from the same CA, in other files.
+	dir := t.TempDir()
+	certPEM, keyPEM, err := ts.ca.IssueServer([]string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := configs.Default()
+	cfg.Listen.TLS = configs.ListenTLS{CertFile: filepath.Join(dir, "new.pem"), KeyFile: filepath.Join(dir, "new.key")}
+	for path, data := range map[string][]byte{cfg.Listen.TLS.CertFile: certPEM, cfg.Listen.TLS.KeyFile: keyPEM} {
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ts.Reconfigure(cfg); err != nil {
+		t.Fatalf("Reconfigure: %v", err)
+	}
+	after := serial()
+	if after == before {
+		t.Fatal("a handshake after Reconfigure got the old certificate")
+	}
+	if err := open.Bind(userDN("bob"), "secret"); err != nil {
+		t.Fatalf("bind on the connection opened before Reconfigure: %v", err)
+	}
+
+	cfg.Listen.TLS.KeyFile = filepath.Join(dir, "missing.key")
+	if err := ts.Reconfigure(cfg); err == nil || !strings.Contains(err.Error(), "listen.tls") {
+		t.Fatalf("Reconfigure with a missing key = %v, want an error naming listen.tls", err)
+	}
+	if got := serial(); got != after {
+		t.Error("a refused Reconfigure changed the certificate")
+	}
 }
