@@ -212,14 +212,7 @@ func TestReloader(t *testing.T) {
 	if err != nil {
 		t.Fatalf("NewReloader: %v", err)
 	}
-	served := func() string {
-		t.Helper()
-		c, err := r.GetCertificate(nil)
-		if err != nil || c == nil || c.Leaf == nil {
-			t.Fatalf("GetCertificate = %v, %v", c, err)
-		}
-		return c.Leaf.DNSNames[0]
-	}
+	served := func() string { return servedName(t, r) }
 	if got := served(); got != "old.example.test" {
 		t.Fatalf("serving %s, want old.example.test", got)
 	}
@@ -282,6 +275,16 @@ func TestServerConfigRequiresTLS12(t *testing.T) {
 	}
 }
 
+// servedName is the first DNS name of the certificate r serves.
+func servedName(t *testing.T, r *Reloader) string {
+	t.Helper()
+	c, err := r.GetCertificate(nil)
+	if err != nil || c == nil || c.Leaf == nil {
+		t.Fatalf("GetCertificate = %v, %v", c, err)
+	}
+	return c.Leaf.DNSNames[0]
+}
+
 func TestReloadFromSwitchesFilesOnlyWhenTheyLoad(t *testing.T) {
 	t.Parallel()
 	ca := newCA(t)
@@ -291,14 +294,7 @@ func TestReloadFromSwitchesFilesOnlyWhenTheyLoad(t *testing.T) {
 	if err != nil {
 		t.Fatalf("NewReloader: %v", err)
 	}
-	served := func() string {
-		t.Helper()
-		c, err := r.GetCertificate(nil)
-		if err != nil || c == nil || c.Leaf == nil {
-			t.Fatalf("GetCertificate = %v, %v", c, err)
-		}
-		return c.Leaf.DNSNames[0]
-	}
+	served := func() string { return servedName(t, r) }
 	missing := filepath.Join(newDir, "missing.pem")
 	if err := r.ReloadFrom(missing, keyFile); err == nil || !strings.Contains(err.Error(), missing) {
 		t.Fatalf("ReloadFrom a missing file = %v, want an error naming it", err)
