@@ -38,7 +38,7 @@ func firstLogger(ls ...*zap.Logger) *zap.Logger {
 func (a *Auth) record(c Client, name string, d Decision) {
 	writeAudit(a.audit, c, name, d)
 	if a.observer != nil {
-		a.observer(c, logSafe(name), d)
+		a.observer(c, LogSafe(name), d)
 	}
 }
 
@@ -47,7 +47,7 @@ func writeAudit(l *zap.Logger, c Client, name string, d Decision) {
 	fields := []zap.Field{
 		zap.String("client", c.Addr),
 		zap.Int("conn_id", c.ConnID),
-		zap.String("login", logSafe(name)),
+		zap.String("login", LogSafe(name)),
 		zap.String("user", d.User),
 		zap.Int("result", d.Code),
 		zap.String("reason", string(d.Reason)),
@@ -59,7 +59,7 @@ func writeAudit(l *zap.Logger, c Client, name string, d Decision) {
 	}
 	if d.Err != nil {
 		// Errors can quote directory answers; escape them like the login.
-		fields = append(fields, zap.String("error", logSafe(d.Err.Error())))
+		fields = append(fields, zap.String("error", LogSafe(d.Err.Error())))
 	}
 	level := zapcore.InfoLevel
 	switch {
@@ -69,12 +69,12 @@ func writeAudit(l *zap.Logger, c Client, name string, d Decision) {
 	l.Log(level, "bind", fields...)
 }
 
-// logSafe makes a client-supplied string fit for a log line: control and other
+// LogSafe makes a client-supplied string fit for a log line: control and other
 // non-printable characters and invalid UTF-8 are escaped (\x00, \u202e), and
 // the result is cut at maxLoggedLogin bytes, never inside an escape or a
 // character, with a marker giving the original length. Backslashes are kept
 // as they are so AADDS\jdoe stays readable.
-func logSafe(s string) string {
+func LogSafe(s string) string {
 	var b strings.Builder
 	for i := 0; i < len(s); {
 		r, size := utf8.DecodeRuneInString(s[i:])

@@ -97,7 +97,7 @@ func TestNoPasswordIsEverLogged(t *testing.T) {
 	out := buf.String()
 	for _, at := range attempts {
 		if at.password != "" && strings.Contains(out, at.password) {
-			t.Errorf("the log holds the password of a bind as %q", logSafe(at.login))
+			t.Errorf("the log holds the password of a bind as %q", LogSafe(at.login))
 		}
 	}
 	if got := logs.FilterField(zap.String("event", "auth")).Len(); got != len(attempts) {
@@ -191,8 +191,8 @@ func TestLogSafe(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			if got := logSafe(tt.in); got != tt.want {
-				t.Errorf("logSafe(%q) = %q, want %q", tt.in, got, tt.want)
+			if got := LogSafe(tt.in); got != tt.want {
+				t.Errorf("LogSafe(%q) = %q, want %q", tt.in, got, tt.want)
 			}
 		})
 	}
@@ -203,15 +203,15 @@ func FuzzLogSafe(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		got := logSafe(s)
+		got := LogSafe(s)
 		if !utf8.ValidString(got) {
-			t.Fatalf("logSafe(%q) = %q, not UTF-8", s, got)
+			t.Fatalf("LogSafe(%q) = %q, not UTF-8", s, got)
 		}
 		if i := strings.IndexFunc(got, func(r rune) bool { return !unicode.IsPrint(r) }); i >= 0 {
-			t.Fatalf("logSafe(%q) = %q holds a non-printable character", s, got)
+			t.Fatalf("LogSafe(%q) = %q holds a non-printable character", s, got)
 		}
 		if len(got) > maxLoggedLogin+len("...[truncated, 18446744073709551615 bytes]") {
-			t.Fatalf("logSafe of %d bytes is %d bytes long", len(s), len(got))
+			t.Fatalf("LogSafe of %d bytes is %d bytes long", len(s), len(got))
 		}
 	})
 }

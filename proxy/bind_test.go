@@ -136,7 +136,7 @@ func TestHostileLoginsNeverSucceedAndReachTheDirectoryOnlyEscaped(t *testing.T) 
 		// Even with the right password of the account a wildcard would find first.
 		for _, pw := range []string{"x", testbed.JDoe.Password} {
 			if out := a.Bind(context.Background(), authTestClient, name, pw); out.Code == 0 || out.DN != "" {
-				t.Errorf("Bind(%q) = %+v, want a refusal", logSafe(name), out)
+				t.Errorf("Bind(%q) = %+v, want a refusal", LogSafe(name), out)
 			}
 		}
 	}
@@ -481,7 +481,7 @@ func TestTheSimulatorSeesNothingOfRefusedLogins(t *testing.T) {
 		"*", "j*", "jdoe)(|(sAMAccountName=*", "jdoe\x00", strings.Repeat("a", 10<<10), `EVIL\jdoe`, "",
 	} {
 		if out := bed.auth.Bind(context.Background(), authTestClient, name, testbed.JDoe.Password); out.Code != 49 {
-			t.Errorf("Bind(%q) = %+v, want 49", logSafe(name), out)
+			t.Errorf("Bind(%q) = %+v, want 49", LogSafe(name), out)
 		}
 	}
 	if after := bed.dc.Stats(); after.Binds != before.Binds || after.Searches != before.Searches {

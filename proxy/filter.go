@@ -184,7 +184,7 @@ func writeExtensible(b *strings.Builder, p *ber.Packet) error {
 	}
 	if rule != "" {
 		if !configs.ValidAttributeType(rule) {
-			return fmt.Errorf("%w: matching rule %q", errBadFilter, logSafe(rule))
+			return fmt.Errorf("%w: matching rule %q", errBadFilter, LogSafe(rule))
 		}
 		b.WriteString(":" + rule)
 	}
@@ -197,7 +197,7 @@ func writeExtensible(b *strings.Builder, p *ber.Packet) error {
 // ";binary"), refusing anything else: it is written unescaped.
 func writeAttr(b *strings.Builder, desc string) error {
 	if !validAttrDescription(desc) {
-		return fmt.Errorf("%w: attribute description %q", errBadFilter, logSafe(desc))
+		return fmt.Errorf("%w: attribute description %q", errBadFilter, LogSafe(desc))
 	}
 	b.WriteString(desc)
 	return nil

@@ -99,7 +99,7 @@ func TestParseLoginRefuses(t *testing.T) {
 			t.Parallel()
 			got, err := ParseLogin(tt.login, tt.netbios)
 			if !errors.Is(err, ErrInvalidLogin) {
-				t.Fatalf("ParseLogin(%q) = %+v, %v; want ErrInvalidLogin", logSafe(tt.login), got, err)
+				t.Fatalf("ParseLogin(%q) = %+v, %v; want ErrInvalidLogin", LogSafe(tt.login), got, err)
 			}
 		})
 	}

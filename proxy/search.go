@@ -276,7 +276,7 @@ func (s *searcher) prepare(ctx context.Context, m *gldap.SearchMessage, st *conn
 	}
 	q := &searchQuery{base: formatDN(base, false)}
 	if q.filter, err = reencodeFilter(m.Filter); err != nil {
-		q.filter = logSafe(m.Filter)
+		q.filter = LogSafe(m.Filter)
 		return q, err
 	}
 	q.attrs = s.upstreamAttributes(m.Attributes)
@@ -473,9 +473,9 @@ type searchLog struct {
 func (s *searcher) record(st *connState, sl searchLog) {
 	fields := []zap.Field{
 		zap.String("user", st.identity().name()),
-		zap.String("base", logSafe(sl.base)),
+		zap.String("base", LogSafe(sl.base)),
 		zap.Int("scope", sl.scope),
-		zap.String("filter", logSafe(sl.filter)),
+		zap.String("filter", LogSafe(sl.filter)),
 		zap.Bool("paged", sl.paged),
 		zap.Int("entries", sl.entries),
 		zap.Int("result", sl.code),
@@ -493,11 +493,11 @@ func (s *searcher) record(st *connState, sl searchLog) {
 		fields = append(fields, zap.String("view_rule", sl.viewRule), zap.Bool("stale", sl.viewStale),
 			zap.Duration("view_age", sl.viewAge.Round(time.Second)))
 	case sl.viewReason != "":
-		fields = append(fields, zap.String("view_miss", logSafe(sl.viewReason)))
+		fields = append(fields, zap.String("view_miss", LogSafe(sl.viewReason)))
 	}
 	level := zapcore.InfoLevel
 	if sl.err != nil {
-		fields = append(fields, zap.String("error", logSafe(sl.err.Error())))
+		fields = append(fields, zap.String("error", LogSafe(sl.err.Error())))
 		if c := sl.code; c == codeBusy || c == ldap.LDAPResultUnavailable {
 			level = zapcore.WarnLevel
 		}
@@ -632,7 +632,7 @@ func (s *searcher) localBind(c Client, name, password string) (out BindOutcome, 
 	d := Decision{BindOutcome: out, Reason: reason, User: p.login.Value, Dur: s.now().Sub(start)}
 	writeAudit(s.auditLog, c, name, d)
 	if s.observer != nil {
-		s.observer(c, logSafe(name), d)
+		s.observer(c, LogSafe(name), d)
 	}
 	return out, true
 }

@@ -776,7 +776,7 @@ func (s *Server) search(w *gldap.ResponseWriter, r *gldap.Request, st *connState
 		return s.writeRootDSE(w, r, m)
 	}
 	if s.srch == nil {
-		st.log.Debug("search refused: searches are not configured", zap.String("base", logSafe(m.BaseDN)), zap.Bool("bound", st.boundDN() != ""))
+		st.log.Debug("search refused: searches are not configured", zap.String("base", LogSafe(m.BaseDN)), zap.Bool("bound", st.boundDN() != ""))
 		return searchDone(r, codeInsufficientAccessRights, diagSearchRefused)
 	}
 	return s.srch.serve(s.ctx, w, r, m, st)

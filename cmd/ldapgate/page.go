@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/ldapgate/ldapgate/proxy"
 	"github.com/ldapgate/ldapgate/proxy/upstream"
 	usersync "github.com/ldapgate/ldapgate/sync"
 )
@@ -93,8 +94,8 @@ func (p *statusPage) register(mux *http.ServeMux, auth *usersync.HTTPAuth) {
 // crossSite refuses a POST that a browser sent from a page of another origin.
 func (p *statusPage) crossSite(w http.ResponseWriter, r *http.Request) {
 	p.log.Warn("admin action refused: cross-site request", append(whoFields(r),
-		zap.String("path", r.URL.Path), zap.String("origin", r.Header.Get("Origin")),
-		zap.String("sec_fetch_site", r.Header.Get("Sec-Fetch-Site")))...)
+		zap.String("path", r.URL.Path), zap.String("origin", proxy.LogSafe(r.Header.Get("Origin"))),
+		zap.String("sec_fetch_site", proxy.LogSafe(r.Header.Get("Sec-Fetch-Site"))))...)
 	msg := "refused: this request comes from a page of another origin (another site, host or port); use the status page of this listener, or a client that sends no Origin header (curl)"
 	if wantsHTML(r) {
 		p.renderError(w, http.StatusForbidden, msg)

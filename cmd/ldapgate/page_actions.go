@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/ldapgate/ldapgate/proxy"
 	"github.com/ldapgate/ldapgate/proxy/upstream"
 )
 
@@ -68,12 +69,14 @@ func (p *statusPage) action(name string, do func(r *http.Request) (actionReply, 
 		} else {
 			rep, err = do(r)
 		}
+		// The form's values are the client's: escaped and cut as the audit
+		// log does with a login.
 		fields := append(whoFields(r), zap.String("action", name))
 		if u := r.PostForm.Get("url"); u != "" {
-			fields = append(fields, zap.String("upstream", u))
+			fields = append(fields, zap.String("upstream", proxy.LogSafe(u)))
 		}
 		if f := r.PostForm.Get("full"); f != "" {
-			fields = append(fields, zap.String("full", f))
+			fields = append(fields, zap.String("full", proxy.LogSafe(f)))
 		}
 		if err != nil {
 			p.log.Warn("admin action refused", append(fields, zap.Error(err))...)
@@ -93,7 +96,7 @@ func (p *statusPage) action(name string, do func(r *http.Request) (actionReply, 
 func whoFields(r *http.Request) []zap.Field {
 	fields := []zap.Field{zap.String("client", r.RemoteAddr)}
 	if user, _, ok := r.BasicAuth(); ok {
-		fields = append(fields, zap.String("http_user", user))
+		fields = append(fields, zap.String("http_user", proxy.LogSafe(user)))
 	}
 	return fields
 }
