@@ -335,7 +335,7 @@ func (a *Auth) decideAccount(ctx, parent context.Context, login Login, password 
 		}
 		return refusal(d, err)
 	}
-	ticket, err := a.guard.admit(ctx, userKey(res.DN), password, start)
+	ticket, err := a.guard.admit(ctx, res.userKey, password, start)
 	if err != nil {
 		return refusal(d, err)
 	}
@@ -364,7 +364,7 @@ func (a *Auth) decideAccount(ctx, parent context.Context, login Login, password 
 		return refusal(d, fmt.Errorf("upstream bind: %w", err))
 	}
 	ticket.succeeded()
-	a.offline.remember(login.Key, res.DN, password, start)
+	a.offline.remember(login.Key, res.DN, res.userKey, password, start)
 	d.Reason = ReasonOK
 	d.DN = res.DN
 	return d

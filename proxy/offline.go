@@ -207,13 +207,13 @@ func (c *offlineCache) answered() {
 }
 
 // remember stores or refreshes the account's credential after AD accepted
-// password for it at now; loginKey is the login it was typed as.
-func (c *offlineCache) remember(loginKey string, dn, password string, now time.Time) {
+// password for it at now; loginKey is the login it was typed as, user the
+// account's userKey.
+func (c *offlineCache) remember(loginKey, dn, user, password string, now time.Time) {
 	if c == nil {
 		return
 	}
 	c.answered()
-	user := userKey(dn)
 	fast := c.fastMAC(user, password)
 	c.mu.Lock()
 	if e := c.entries[user]; e != nil && e.hasFast && subtle.ConstantTimeCompare(e.fast[:], fast[:]) == 1 {

@@ -60,6 +60,16 @@ type Resolution struct {
 	From Source
 	// DC is the domain controller that answered the search, "" when no search ran.
 	DC string
+	// userKey is the account's key in the lockout guard and the offline cache
+	// (userKey of DN), computed once when the identity was found and cached
+	// with it: a bind on a cached DN parses no DN.
+	userKey string
+}
+
+// resolved is an identity checked to be in scope, with its user key.
+type resolved struct {
+	Identity
+	userKey string
 }
 
 // searchAttributes are the attributes the resolver reads; the DN comes with
@@ -85,7 +95,7 @@ type Resolver struct {
 // expires by the TTL in force, so a changed cache.dn.ttl applies to the
 // entries already cached.
 type cachedIdentity struct {
-	id    Identity
+	id    resolved
 	added time.Time
 }
 
@@ -175,20 +185,20 @@ func (r *Resolver) SetCache(c configs.CacheSize) {
 }
 
 // cached returns the unexpired cached identity of a login key.
-func (r *Resolver) cached(key string) (Identity, bool) {
+func (r *Resolver) cached(key string) (resolved, bool) {
 	e, ok := r.cache.Get(key)
 	if !ok {
-		return Identity{}, false
+		return resolved{}, false
 	}
 	if r.now().Sub(e.added) >= time.Duration(r.ttl.Load()) {
 		r.cache.Remove(key)
-		return Identity{}, false
+		return resolved{}, false
 	}
 	return e.id, true
 }
 
 // remember caches the identity of a login key.
-func (r *Resolver) remember(key string, id Identity) {
+func (r *Resolver) remember(key string, id resolved) {
 	r.cache.Add(key, cachedIdentity{id: id, added: r.now()})
 }
 
@@ -221,27 +231,28 @@ func (r *Resolver) Resolve(ctx context.Context, l Login) (Resolution, error) {
 	if l.Kind == LoginDN && !r.inBase(l.dn) {
 		return Resolution{}, fmt.Errorf("resolve %s: %w", l.Kind, ErrOutsideBase)
 	}
-	if id, ok := r.cached(l.Key); ok {
-		return Resolution{Identity: id, From: SourceCache}, nil
+	if c, ok := r.cached(l.Key); ok {
+		return Resolution{Identity: c.Identity, From: SourceCache, userKey: c.userKey}, nil
 	}
 	if r.view != nil {
 		if id, ok := r.view.LookupLogin(l); ok {
-			if err := r.checkIdentity(id); err != nil {
+			c, err := r.checkIdentity(id)
+			if err != nil {
 				return Resolution{}, err
 			}
-			r.remember(l.Key, id)
-			return Resolution{Identity: id, From: SourceView}, nil
+			r.remember(l.Key, c)
+			return Resolution{Identity: id, From: SourceView, userKey: c.userKey}, nil
 		}
 	}
-	id, dc, err := r.lookup(ctx, l)
+	c, dc, err := r.lookup(ctx, l)
 	if err != nil {
 		return Resolution{DC: dc}, err
 	}
-	r.remember(l.Key, id)
-	return Resolution{Identity: id, From: SourceSearch, DC: dc}, nil
+	r.remember(l.Key, c)
+	return Resolution{Identity: c.Identity, From: SourceSearch, DC: dc, userKey: c.userKey}, nil
 }
 
-func (r *Resolver) lookup(ctx context.Context, l Login) (Identity, string, error) {
+func (r *Resolver) lookup(ctx context.Context, l Login) (resolved, string, error) {
 	switch l.Kind {
 	case LoginSAM:
 		return r.searchOne(ctx, r.userBase, ldap.ScopeWholeSubtree, r.userFilterFor("sAMAccountName", l.Value))
@@ -262,7 +273,7 @@ func (r *Resolver) lookup(ctx context.Context, l Login) (Identity, string, error
 		// spells it, and a DN that is not a user is refused.
 		return r.searchOne(ctx, l.Value, ldap.ScopeBaseObject, r.filter)
 	default:
-		return Identity{}, "", fmt.Errorf("resolve: %w: kind %v", ErrInvalidLogin, l.Kind)
+		return resolved{}, "", fmt.Errorf("resolve: %w: kind %v", ErrInvalidLogin, l.Kind)
 	}
 }
 
@@ -272,7 +283,7 @@ func (r *Resolver) userFilterFor(attr, value string) string {
 	return "(&" + r.filter + "(" + attr + "=" + ldap.EscapeFilter(value) + "))"
 }
 
-func (r *Resolver) searchOne(ctx context.Context, base string, scope int, filter string) (Identity, string, error) {
+func (r *Resolver) searchOne(ctx context.Context, base string, scope int, filter string) (resolved, string, error) {
 	// Two entries are enough to know the login is ambiguous.
 	req := ldap.NewSearchRequest(base, scope, ldap.NeverDerefAliases, 2, 0, false, filter, searchAttributes, nil)
 	req.EnforceSizeLimit = true
@@ -281,13 +292,13 @@ func (r *Resolver) searchOne(ctx context.Context, base string, scope int, filter
 		zap.String("upstream", dc), zap.Error(err))
 	switch {
 	case ldap.IsErrorAnyOf(err, ldap.LDAPResultSizeLimitExceeded), errors.Is(err, ldap.ErrSizeLimitExceeded):
-		return Identity{}, dc, fmt.Errorf("search user: %w", ErrAmbiguous)
+		return resolved{}, dc, fmt.Errorf("search user: %w", ErrAmbiguous)
 	case scope == ldap.ScopeBaseObject && ldap.IsErrorAnyOf(err, ldap.LDAPResultNoSuchObject, ldap.LDAPResultInvalidDNSyntax):
-		return Identity{}, dc, fmt.Errorf("search user: %w", ErrUserNotFound)
+		return resolved{}, dc, fmt.Errorf("search user: %w", ErrUserNotFound)
 	case err != nil && isLDAPResult(err):
-		return Identity{}, dc, fmt.Errorf("search user: %w: %w", ErrLookupFailed, err)
+		return resolved{}, dc, fmt.Errorf("search user: %w: %w", ErrLookupFailed, err)
 	case err != nil:
-		return Identity{}, dc, fmt.Errorf("search user: %w", err)
+		return resolved{}, dc, fmt.Errorf("search user: %w", err)
 	}
 	// Search references (AD's referrals to other partitions) are not entries.
 	var entries []*ldap.Entry
@@ -296,10 +307,10 @@ func (r *Resolver) searchOne(ctx context.Context, base string, scope int, filter
 	}
 	switch len(entries) {
 	case 0:
-		return Identity{}, dc, fmt.Errorf("search user: %w", ErrUserNotFound)
+		return resolved{}, dc, fmt.Errorf("search user: %w", ErrUserNotFound)
 	case 1:
 	default:
-		return Identity{}, dc, fmt.Errorf("search user: %w", ErrAmbiguous)
+		return resolved{}, dc, fmt.Errorf("search user: %w", ErrAmbiguous)
 	}
 	e := entries[0]
 	id := Identity{
@@ -308,10 +319,11 @@ func (r *Resolver) searchOne(ctx context.Context, base string, scope int, filter
 		UserPrincipalName: e.GetEqualFoldAttributeValue("userPrincipalName"),
 		ObjectGUID:        formatGUID(e.GetEqualFoldRawAttributeValue("objectGUID")),
 	}
-	if err := r.checkIdentity(id); err != nil {
-		return Identity{}, dc, err
+	c, err := r.checkIdentity(id)
+	if err != nil {
+		return resolved{}, dc, err
 	}
-	return id, dc, nil
+	return c, dc, nil
 }
 
 // isLDAPResult reports whether err carries a result code AD sent (go-ldap's
@@ -322,13 +334,14 @@ func isLDAPResult(err error) bool {
 }
 
 // checkIdentity refuses an identity whose DN is not inside the base: the bind
-// goes to that DN, so it has to be in scope whatever the search returned.
-func (r *Resolver) checkIdentity(id Identity) error {
+// goes to that DN, so it has to be in scope whatever the search returned. It
+// returns the identity with its user key, from the same parse of the DN.
+func (r *Resolver) checkIdentity(id Identity) (resolved, error) {
 	dn, err := ldap.ParseDN(id.DN)
 	if err != nil || !r.inBase(dn) {
-		return fmt.Errorf("resolved dn: %w", ErrOutsideBase)
+		return resolved{}, fmt.Errorf("resolved dn: %w", ErrOutsideBase)
 	}
-	return nil
+	return resolved{Identity: id, userKey: formatDN(dn, true)}, nil
 }
 
 // inBase compares RDN by RDN, ignoring case: a string suffix test would take
