@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
+	"hash"
 	"net"
 	"sync"
 	"time"
@@ -27,6 +28,41 @@ const maxNegativePerUser = 16
 // process's random key: the negative cache never holds a password, and the
 // value is worthless outside this process.
 type passwordMAC [sha256.Size]byte
+
+// macKey computes passwordMACs under one random key that exists only in this
+// process's memory. Its HMAC states are pooled: building HMAC-SHA256 afresh
+// for every bind cost more allocations than the rest of a cached bind.
+type macKey struct{ pool sync.Pool }
+
+// macState is one pooled HMAC with its scratch space.
+type macState struct {
+	h   hash.Hash
+	buf []byte
+	out passwordMAC
+}
+
+// newMACKey returns a macKey under a new random key.
+func newMACKey() (*macKey, error) {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	k := &macKey{}
+	k.pool.New = func() any { return &macState{h: hmac.New(sha256.New, key)} }
+	return k, nil
+}
+
+// sum returns the MAC of user, a NUL and password.
+func (k *macKey) sum(user, password string) passwordMAC {
+	s := k.pool.Get().(*macState)
+	defer k.pool.Put(s)
+	s.h.Reset()
+	s.buf = append(append(append(s.buf[:0], user...), 0), password...)
+	s.h.Write(s.buf)
+	clear(s.buf) // no password lingers in the pool
+	s.h.Sum(s.out[:0])
+	return s.out
+}
 
 // lockoutGuard keeps the gateway from locking AD accounts (AD-FACTS.md: AADDS
 // locks after 5 bad passwords within 2 minutes):
@@ -53,7 +89,7 @@ type passwordMAC [sha256.Size]byte
 // the per-client limiters live in bounded LRU caches. It is safe for concurrent
 // use.
 type lockoutGuard struct {
-	key    []byte
+	key    *macKey
 	negTTL time.Duration
 	budget int
 	window time.Duration
@@ -95,10 +131,11 @@ func newLockoutGuard(cfg configs.Lockout) (*lockoutGuard, error) {
 		g.window = def.UserWindow
 	}
 	if userOn {
-		g.key = make([]byte, 32)
-		if _, err := rand.Read(g.key); err != nil {
+		key, err := newMACKey()
+		if err != nil {
 			return nil, fmt.Errorf("lockout guard key: %w", err)
 		}
+		g.key = key
 		size := cfg.MaxUsers
 		if size <= 0 {
 			size = def.MaxUsers
@@ -186,7 +223,7 @@ func (g *lockoutGuard) admit(ctx context.Context, user, password string, now tim
 	if g == nil || g.users == nil {
 		return userTicket{}, nil
 	}
-	t := userTicket{g: g, st: g.state(user), mac: g.mac(user, password)}
+	t := userTicket{g: g, st: g.state(user), mac: g.key.sum(user, password)}
 	st := t.st
 	for {
 		st.mu.Lock()
@@ -236,16 +273,6 @@ func (g *lockoutGuard) state(user string) *userState {
 		g.users.Add(user, st)
 	}
 	return st
-}
-
-func (g *lockoutGuard) mac(user, password string) passwordMAC {
-	m := hmac.New(sha256.New, g.key)
-	m.Write([]byte(user))
-	m.Write([]byte{0})
-	m.Write([]byte(password))
-	var out passwordMAC
-	m.Sum(out[:0])
-	return out
 }
 
 // succeeded ends an attempt AD accepted: the account's wrong passwords and

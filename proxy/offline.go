@@ -2,9 +2,7 @@ package proxy
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -67,7 +65,7 @@ type offlineCache struct {
 	cfg configs.Offline
 	now func() time.Time
 	log *zap.Logger
-	key []byte
+	key *macKey // the fast check's HMAC
 	sem chan struct{}
 
 	mu      sync.Mutex
@@ -157,14 +155,15 @@ func newOfflineCache(cfg configs.Offline, now func() time.Time, log *zap.Logger)
 		cfg:     cfg,
 		now:     now,
 		log:     log.Named("offline"),
-		key:     make([]byte, 32),
 		sem:     make(chan struct{}, cfg.MaxConcurrentHashes),
 		entries: make(map[string]*offlineEntry),
 		logins:  make(map[string]string),
 	}
-	if _, err := rand.Read(c.key); err != nil {
+	key, err := newMACKey()
+	if err != nil {
 		return nil, fmt.Errorf("offline cache key: %w", err)
 	}
+	c.key = key
 	if cfg.File != "" {
 		if err := c.load(); err != nil {
 			return nil, fmt.Errorf("offline cache: %w", err)
@@ -188,16 +187,6 @@ func (c *offlineCache) hash(password string, salt []byte, a configs.Argon2) []by
 	return argon2.IDKey([]byte(password), salt, uint32(a.Time), uint32(a.MemoryKiB), uint8(a.Threads), offlineHashLen)
 }
 
-func (c *offlineCache) fastMAC(user, password string) passwordMAC {
-	m := hmac.New(sha256.New, c.key)
-	m.Write([]byte(user))
-	m.Write([]byte{0})
-	m.Write([]byte(password))
-	var out passwordMAC
-	m.Sum(out[:0])
-	return out
-}
-
 // answered records that AD answered a bind: an outage, if there was one, is
 // over, and offline failure counts start again at the next one.
 func (c *offlineCache) answered() {
@@ -214,7 +203,7 @@ func (c *offlineCache) remember(loginKey, dn, user, password string, now time.Ti
 		return
 	}
 	c.answered()
-	fast := c.fastMAC(user, password)
+	fast := c.key.sum(user, password)
 	c.mu.Lock()
 	if e := c.entries[user]; e != nil && e.hasFast && subtle.ConstantTimeCompare(e.fast[:], fast[:]) == 1 {
 		e.verifiedAt = now
