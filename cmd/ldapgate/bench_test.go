@@ -15,6 +15,7 @@ import (
 
 	"github.com/ldapgate/ldapgate/certs"
 	"github.com/ldapgate/ldapgate/configs"
+	"github.com/ldapgate/ldapgate/integration/loadgen"
 	"github.com/ldapgate/ldapgate/integration/testbed"
 	"github.com/ldapgate/ldapgate/proxy"
 	"github.com/ldapgate/ldapgate/proxy/upstream"
@@ -192,7 +193,7 @@ func TestBenchUsage(t *testing.T) {
 // startBenchGateway runs the gateway in-process in front of the domain, with
 // StartTLS on its plain listener, and returns its address and the CA file that
 // verifies its certificate.
-func startBenchGateway(t *testing.T, d *checkDomain) (addr, caFile string) {
+func startBenchGateway(t testing.TB, d *checkDomain) (addr, caFile string) {
 	t.Helper()
 	tlsDir := t.TempDir()
 	if _, err := certs.WriteInit(tlsDir, []string{"localhost", "127.0.0.1"}, false); err != nil {
@@ -268,4 +269,30 @@ func TestBenchThroughTheGateway(t *testing.T) {
 			"--proxy-dn", testbed.Service.UPN(), "--proxy-password-file", svcPW, "--base-dn", testbed.UsersDN)...)
 		wantOutput{code: 0, stdout: []string{"40 ok, 0 failed"}, secrets: passwordsOf(testbed.Accounts...), emptyError: true}.check(t, code, stdout, stderr)
 	})
+}
+
+// BenchmarkGatewayBinds is the bind path end to end: loadgen's clients (4,
+// reused plain-LDAP connections) bind with logins a PBX sends through an
+// in-process gateway (guard, gldap, bind path, LDAPS pool) to two simulated
+// DCs. Everything shares the CPU: profile it (-cpuprofile) to see the
+// gateway's share.
+func BenchmarkGatewayBinds(b *testing.B) {
+	d := newCheckDomain(b)
+	addr, _ := startBenchGateway(b, d)
+	b.ReportAllocs()
+	res, err := loadgen.Run(context.Background(), loadgen.Config{
+		URL:  "ldap://" + addr,
+		Mode: loadgen.ModeBind,
+		Logins: []loadgen.Login{
+			{Name: testbed.JDoe.Login, Password: testbed.JDoe.Password},
+			{Name: testbed.ASmith.UPN(), Password: testbed.ASmith.Password},
+		},
+		Concurrency: 4,
+		Count:       b.N,
+	})
+	if err != nil || res.OK != b.N {
+		b.Fatalf("%d of %d ok (%v): %v", res.OK, b.N, res.Codes, err)
+	}
+	b.ReportMetric(res.Throughput, "binds/s")
+	b.ReportMetric(float64(res.P99)/float64(time.Millisecond), "p99-ms")
 }

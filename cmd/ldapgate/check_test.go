@@ -27,7 +27,7 @@ type checkDomain struct {
 	caFile string
 }
 
-func newCheckDomain(t *testing.T) *checkDomain {
+func newCheckDomain(t testing.TB) *checkDomain {
 	t.Helper()
 	// No lockout: the tests send wrong passwords on purpose.
 	dir, err := adsim.NewDirectory(adsim.Config{Lockout: &adsim.LockoutPolicy{}})
