@@ -75,6 +75,9 @@ func writeAudit(l *zap.Logger, c Client, name string, d Decision) {
 // character, with a marker giving the original length. Backslashes are kept
 // as they are so AADDS\jdoe stays readable.
 func LogSafe(s string) string {
+	if len(s) <= maxLoggedLogin && printableASCII(s) {
+		return s // nothing to escape or cut
+	}
 	var b strings.Builder
 	for i := 0; i < len(s); {
 		r, size := utf8.DecodeRuneInString(s[i:])
@@ -99,4 +102,15 @@ func LogSafe(s string) string {
 		i += size
 	}
 	return b.String()
+}
+
+// printableASCII reports whether every byte of s is printable ASCII (space to
+// '~'), which LogSafe keeps as it is.
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
 }

@@ -187,20 +187,15 @@ func formatDN(dn *ldap.DN, fold bool) string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
+		if len(rdn.Attributes) == 1 { // nearly always: written without a detour
+			writeATV(&b, rdn.Attributes[0], fold)
+			continue
+		}
 		parts := make([]string, len(rdn.Attributes))
 		for j, atv := range rdn.Attributes {
-			typ, val := atv.Type, atv.Value
-			if fold {
-				typ, val = strings.ToLower(typ), strings.ToLower(val)
-			}
-			esc := ldap.EscapeDN(val)
-			if strings.HasSuffix(esc, `\ `) {
-				// A trailing space escaped as "\ " would be cut off by the
-				// TrimSpace of a login typed with this DN (found by
-				// FuzzParseLogin); "\20" is the same value and survives.
-				esc = esc[:len(esc)-2] + `\20`
-			}
-			parts[j] = typ + "=" + esc
+			var p strings.Builder
+			writeATV(&p, atv, fold)
+			parts[j] = p.String()
 		}
 		if fold {
 			slices.Sort(parts)
@@ -210,8 +205,54 @@ func formatDN(dn *ldap.DN, fold bool) string {
 	return b.String()
 }
 
+// writeATV writes one type=value of an RDN, the value escaped (see formatDN).
+func writeATV(b *strings.Builder, atv *ldap.AttributeTypeAndValue, fold bool) {
+	typ, val := atv.Type, atv.Value
+	if fold {
+		typ, val = strings.ToLower(typ), strings.ToLower(val)
+	}
+	b.WriteString(typ)
+	b.WriteByte('=')
+	if !needsDNEscape(val) {
+		b.WriteString(val) // ldap.EscapeDN would copy it unchanged
+		return
+	}
+	esc := ldap.EscapeDN(val)
+	if strings.HasSuffix(esc, `\ `) {
+		// A trailing space escaped as "\ " would be cut off by the TrimSpace
+		// of a login typed with this DN (found by FuzzParseLogin); "\20" is
+		// the same value and survives.
+		esc = esc[:len(esc)-2] + `\20`
+	}
+	b.WriteString(esc)
+}
+
+// needsDNEscape reports whether ldap.EscapeDN could change v: anything but
+// ASCII without RFC 4514's special characters, a leading '#' and spaces at
+// either end.
+func needsDNEscape(v string) bool {
+	switch {
+	case v == "":
+		return false
+	case v[0] == ' ', v[0] == '#', v[len(v)-1] == ' ':
+		return true
+	}
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case c >= utf8.RuneSelf, c == 0:
+			return true
+		case c == '"', c == '+', c == ',', c == ';', c == '<', c == '>', c == '\\':
+			return true
+		}
+	}
+	return false
+}
+
 // checkText refuses invalid UTF-8 and control characters (C0, DEL, C1).
 func checkText(s string) error {
+	if printableASCII(s) {
+		return nil // the common case, checked without decoding
+	}
 	if !utf8.ValidString(s) {
 		return fmt.Errorf("%w: not UTF-8", ErrInvalidLogin)
 	}

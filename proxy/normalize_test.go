@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"unicode"
@@ -228,5 +229,30 @@ func TestADNWithATrailingSpaceInAValueParsesBackToItself(t *testing.T) {
 	}
 	if dn, err := ldap.ParseDN(l.Value); err != nil || dn.RDNs[0].Attributes[0].Value != "Trailing " {
 		t.Errorf("the normalised DN %q names %v (%v), want the value %q", l.Value, dn, err, "Trailing ")
+	}
+}
+
+func TestDNValuesNeedingNoEscapeAreWrittenAsEscapeDNWould(t *testing.T) {
+	t.Parallel()
+	values := []string{"jdoe", "John Doe", "Seán O'Brien, Jr.", " lead", "trail ", "#hash", "in#side", `a"b`, "a+b", "a;b",
+		"a<b>", `back\slash`, "nul\x00", "bad\xffutf8", "tab\there", "=eq", "", " ", "~!@$%^&*()_-{}[]|:'?/.", "日本"}
+	rng := rand.New(rand.NewPCG(8, 3))
+	for range 2000 {
+		b := make([]byte, rng.IntN(8))
+		for i := range b {
+			b[i] = " #\"+,;<>\\=ax\x00\x7f\xc3\xa9"[rng.IntN(16)]
+		}
+		values = append(values, string(b))
+	}
+	for _, v := range values {
+		want := ldap.EscapeDN(v)
+		if strings.HasSuffix(want, `\ `) {
+			want = want[:len(want)-2] + `\20`
+		}
+		var b strings.Builder
+		writeATV(&b, &ldap.AttributeTypeAndValue{Type: "CN", Value: v}, false)
+		if got := b.String(); got != "CN="+want {
+			t.Errorf("value %q written as %q, want %q", v, got, "CN="+want)
+		}
 	}
 }
