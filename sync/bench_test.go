@@ -55,7 +55,8 @@ func BenchmarkSearchAnswerEntry(b *testing.B) {
 	for i, a := range pascomAttributes {
 		attrs[i] = strings.ToLower(a)
 	}
-	ans := &SearchAnswer{entries: []*Entry{benchUser(42)}, attrs: append(attrs, "objectguid")}
+	e := benchUser(42)
+	ans := &SearchAnswer{entries: []*Entry{e}, attrs: append(attrs, "objectguid"), names: newSpellings([]*Entry{e})}
 	b.ReportAllocs()
 	for b.Loop() {
 		if e := ans.Entry(0); len(e.Attributes) != len(ans.attrs) {

@@ -103,6 +103,27 @@ type ViewSearcher struct {
 	view         *View
 	outageMaxAge time.Duration
 	idx          atomic.Pointer[searchIndex] // of the last snapshot searched
+	lastBase     atomic.Pointer[parsedBase]  // the last base searched, parsed
+}
+
+// parsedBase is a search base and its parse: a PBX searches under one base,
+// and parsing it again for every search cost a quarter of a lookup.
+type parsedBase struct {
+	text string
+	dn   *ldap.DN // read only
+}
+
+// parseBase parses a search base, remembering the last one.
+func (s *ViewSearcher) parseBase(text string) (*ldap.DN, error) {
+	if p := s.lastBase.Load(); p != nil && p.text == text {
+		return p.dn, nil
+	}
+	dn, err := ldap.ParseDN(text)
+	if err != nil {
+		return nil, err
+	}
+	s.lastBase.Store(&parsedBase{text: text, dn: dn})
+	return dn, nil
 }
 
 // NewViewSearcher returns the searcher of v.
@@ -127,7 +148,8 @@ type SearchAnswer struct {
 	Age time.Duration
 
 	entries []*Entry
-	attrs   []string // lower-case names to return; none for "1.1"
+	attrs   []string  // lower-case names to return; none for "1.1"
+	names   spellings // of the snapshot the entries are from
 }
 
 // Len returns the number of entries.
@@ -145,15 +167,15 @@ func (a *SearchAnswer) Entry(i int) *ldap.Entry {
 		var attr *ldap.EntryAttribute
 		switch name {
 		case "distinguishedname":
-			attr = ldap.NewEntryAttribute(configuredName(e, "distinguishedName"), []string{e.DN})
+			attr = ldap.NewEntryAttribute(a.names.configured(e, "distinguishedname", "distinguishedName"), []string{e.DN})
 		case "objectguid":
 			raw, err := parseGUID(e.GUID)
 			if err != nil {
 				continue // never: the view's keys are GUIDs
 			}
-			attr = &ldap.EntryAttribute{Name: configuredName(e, "objectGUID"), Values: []string{string(raw)}, ByteValues: [][]byte{raw}}
+			attr = &ldap.EntryAttribute{Name: a.names.configured(e, "objectguid", "objectGUID"), Values: []string{string(raw)}, ByteValues: [][]byte{raw}}
 		default:
-			key, vals := lookupAttr(e, name)
+			key, vals := a.names.lookup(e, name)
 			if len(vals) == 0 {
 				continue
 			}
@@ -164,25 +186,46 @@ func (a *SearchAnswer) Entry(i int) *ldap.Entry {
 	return out
 }
 
-// configuredName is the spelling of name in e's attributes, or name.
-func configuredName(e *Entry, name string) string {
-	if k, _ := lookupAttr(e, name); k != "" {
-		return k
+// spellings maps the lower-case name of every attribute the entries of a
+// snapshot hold to the spellings they hold it under (as configured in
+// sync.attributes when each entry was read; usually one). Finding an attribute
+// of an entry is then a map lookup per spelling, not a walk over the entry's
+// attributes comparing names without case, which cost most of a view-served
+// import.
+type spellings map[string][]string
+
+// newSpellings collects the attribute names of entries.
+func newSpellings(entries []*Entry) spellings {
+	sp := make(spellings)
+	for _, e := range entries {
+		for k := range e.Attrs {
+			lower := strings.ToLower(k)
+			if !slices.Contains(sp[lower], k) {
+				sp[lower] = append(sp[lower], k)
+			}
+		}
 	}
-	return name
+	return sp
 }
 
-// lookupAttr returns the stored key and values of the attribute name.
-func lookupAttr(e *Entry, name string) (string, []string) {
-	if v, ok := e.Attrs[name]; ok {
-		return name, v
-	}
-	for k, v := range e.Attrs {
-		if strings.EqualFold(k, name) {
+// lookup returns the stored key and values of the attribute lower (a
+// lower-case name) of e, an entry of the snapshot sp was made from.
+func (sp spellings) lookup(e *Entry, lower string) (string, []string) {
+	for _, k := range sp[lower] {
+		if v, ok := e.Attrs[k]; ok {
 			return k, v
 		}
 	}
 	return "", nil
+}
+
+// configured is the spelling of the attribute lower in e's attributes, or
+// name when e has none.
+func (sp spellings) configured(e *Entry, lower, name string) string {
+	if k, _ := sp.lookup(e, lower); k != "" {
+		return k
+	}
+	return name
 }
 
 // notServed is an ErrNotServed with a reason.
@@ -219,10 +262,11 @@ func (s *ViewSearcher) Search(req *ldap.SearchRequest, c SearchConditions) (*Sea
 	if err != nil {
 		return nil, err
 	}
+	ans.names = ix.names
 	if ans.attrs, err = ix.returned(req.Attributes); err != nil {
 		return nil, err
 	}
-	base, err := ldap.ParseDN(req.BaseDN)
+	base, err := s.parseBase(req.BaseDN)
 	if err != nil {
 		return nil, notServed("the base is not a DN")
 	}
@@ -274,7 +318,7 @@ func (s *ViewSearcher) Search(req *ldap.SearchRequest, c SearchConditions) (*Sea
 		}
 		var unsure bool
 		ok, err := ev.Match(residual, func(name string) []string {
-			vals := filterValues(e, name)
+			vals := filterValues(ix.names, e, name)
 			unsure = unsure || hasEncoded(vals)
 			return vals
 		})
@@ -287,7 +331,7 @@ func (s *ViewSearcher) Search(req *ldap.SearchRequest, c SearchConditions) (*Sea
 			continue
 		}
 		for _, name := range ans.attrs {
-			if _, vals := lookupAttr(e, name); hasEncoded(vals) {
+			if _, vals := ix.names.lookup(e, name); hasEncoded(vals) {
 				return nil, notServed("attribute %s has a value the view stores as base64", name)
 			}
 		}
@@ -297,8 +341,9 @@ func (s *ViewSearcher) Search(req *ldap.SearchRequest, c SearchConditions) (*Sea
 }
 
 // filterValues are the values a filter sees for the attribute name of e.
-func filterValues(e *Entry, name string) []string {
-	switch strings.ToLower(name) {
+func filterValues(sp spellings, e *Entry, name string) []string {
+	lower := strings.ToLower(name)
+	switch lower {
 	case "distinguishedname":
 		return []string{e.DN}
 	case "objectguid":
@@ -307,7 +352,8 @@ func filterValues(e *Entry, name string) []string {
 		}
 		return nil
 	}
-	return e.Get(name)
+	_, vals := sp.lookup(e, lower)
+	return vals
 }
 
 // hasEncoded reports whether a value is one entryFromLDAP stored as base64.
@@ -337,6 +383,7 @@ type searchIndex struct {
 	filterText string          // the view's filter
 	viewKeys   map[string]bool // canonical forms of its top-level conjuncts
 	stored     map[string]bool // lower-case names of the attributes read
+	names      spellings       // of the entries' attributes
 	dns        map[*Entry]*ldap.DN
 }
 
@@ -379,6 +426,7 @@ func newSearchIndex(snap *snapshot) (*searchIndex, error) {
 		filterText: filterText,
 		viewKeys:   make(map[string]bool),
 		stored:     make(map[string]bool),
+		names:      newSpellings(snap.sorted),
 		dns:        make(map[*Entry]*ldap.DN, len(snap.sorted)),
 	}
 	for _, c := range ldapfilter.Conjuncts(filter) {
