@@ -345,7 +345,7 @@ func (s *Server) ListenAndServe() error {
 		if err != nil {
 			return fmt.Errorf("listen %s: %w", s.cfg.Address, err)
 		}
-		if !isLoopback(s.cfg.Address) && !s.cfg.StartTLS {
+		if !configs.IsLoopbackAddr(s.cfg.Address) && !s.cfg.StartTLS {
 			s.log.Warn("plain LDAP on a non-loopback address without StartTLS: passwords cross the network in clear text",
 				zap.String("listen", s.cfg.Address))
 		}
@@ -376,18 +376,6 @@ func (s *Server) ListenAndServe() error {
 		closeAll()
 	}
 	return err
-}
-
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // Shutdown stops accepting, lets in-flight requests finish within

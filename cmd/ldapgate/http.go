@@ -45,7 +45,7 @@ func startHTTP(cfg *configs.Config, ops *operations, cluster dcControl, log *zap
 			log.Error("http listener stopped", zap.Error(err))
 		}
 	}()
-	if !isLoopbackAddr(cfg.HTTP.Address) && cfg.HTTP.BearerToken == "" && cfg.HTTP.BasicUser == "" {
+	if !configs.IsLoopbackAddr(cfg.HTTP.Address) && cfg.HTTP.BearerToken == "" && cfg.HTTP.BasicUser == "" {
 		log.Warn("the admin/export listener is reachable from the network without authentication: set http.bearer_token or http.basic_user",
 			zap.String("listen", cfg.HTTP.Address))
 	}
@@ -106,17 +106,4 @@ func (h *httpService) stop(ctx context.Context) {
 	if err := h.srv.Shutdown(ctx); err != nil {
 		h.log.Warn("http listener shutdown", zap.Error(err))
 	}
-}
-
-// isLoopbackAddr reports whether a host:port listens on loopback only.
-func isLoopbackAddr(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
