@@ -349,11 +349,7 @@ func (s *searcher) writeEntries(w *gldap.ResponseWriter, r *gldap.Request, res *
 			if !s.allowedAttr(a.Name) {
 				continue
 			}
-			values := make([]string, len(a.ByteValues))
-			for i, v := range a.ByteValues {
-				values[i] = string(v)
-			}
-			entry.AddAttribute(a.Name, values)
+			entry.AddAttribute(a.Name, attributeValues(a))
 		}
 		if err := w.Write(entry); err != nil {
 			break // the client is gone
@@ -361,6 +357,20 @@ func (s *searcher) writeEntries(w *gldap.ResponseWriter, r *gldap.Request, res *
 		n++
 	}
 	return n
+}
+
+// attributeValues returns a's values as strings. go-ldap's decoder and the
+// view's answers fill Values with the same bytes as ByteValues, so those are
+// used as they are instead of copying every value once more.
+func attributeValues(a *ldap.EntryAttribute) []string {
+	if len(a.Values) == len(a.ByteValues) {
+		return a.Values
+	}
+	values := make([]string, len(a.ByteValues))
+	for i, v := range a.ByteValues {
+		values[i] = string(v)
+	}
+	return values
 }
 
 // allowedAttr reports whether an attribute (with or without options such as
