@@ -7,8 +7,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/go-ldap/ldap/v3"
 )
 
 // Result is what a load did. Only operations that ended within the run count:
@@ -48,8 +46,10 @@ type Second struct {
 	OK, Failed int
 }
 
-// Outcomes that have no LDAP result code, as keys of Result.Codes.
+// Outcomes as keys of Result.Codes: success, and those that have no LDAP result code.
 const (
+	// CodeSuccess is a successful operation: LDAP result code 0.
+	CodeSuccess = "0"
 	// CodeNetwork: the connection could not be made or broke.
 	CodeNetwork = "network"
 	// CodeTimeout: no answer within Config.OpTimeout (dial, handshake or response).
@@ -65,9 +65,6 @@ const (
 	// CodeClient: the client library refused the answer (e.g. it did not decode).
 	CodeClient = "client"
 )
-
-// CodeSuccess is the outcome of a successful operation in Result.Codes.
-var CodeSuccess = fmt.Sprint(ldap.LDAPResultSuccess)
 
 // Run runs the load cfg describes until its Duration or Count is reached, or
 // ctx is cancelled, and reports what it did. It returns an error without
