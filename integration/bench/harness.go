@@ -39,6 +39,8 @@ type harness struct {
 	binProf string // the same built with -tags pprof (--profile)
 	self    string // this program's binary, for the simulator child
 
+	current string // the scenario running
+
 	mu    sync.Mutex
 	procs []*proc
 	notes []string // facts worth a line under the table (seeding time, install)

@@ -15,27 +15,26 @@ import (
 	"github.com/ldapgate/ldapgate/integration/testbed"
 )
 
-// maxFailedShare is the share of failed operations above which a run does not
-// count: a benchmark of errors measures nothing.
-const maxFailedShare = 0.01
-
 // measured is the median of a load's runs.
 type measured struct {
 	thr      float64 // successful operations per second
 	p50, p99 time.Duration
-	ops      int            // operations of every run
-	codes    map[string]int // outcomes of every run
-	runs     []float64      // each run's throughput, in order
+	ops      int // operations of every run
 }
 
-// load runs cfg once and checks the run is usable.
+// load runs cfg once. A run in which nothing succeeded is an error; failed
+// operations otherwise are counted out of the throughput and listed under the
+// table (a loaded machine makes a DC miss the gateway's upstream.op_timeout
+// now and then, and that is part of the figure).
 func (h *harness) load(ctx context.Context, what string, cfg loadgen.Config) (loadgen.Result, error) {
 	r, err := loadgen.Run(ctx, cfg)
-	if err != nil {
+	switch {
+	case err != nil:
 		return r, fmt.Errorf("%s: %w", what, err)
-	}
-	if r.OK == 0 || float64(r.Failed) > maxFailedShare*float64(r.Ops) {
-		return r, fmt.Errorf("%s: %d of %d operations failed (%s)", what, r.Failed, r.Ops, describeFailures(r))
+	case r.OK == 0:
+		return r, fmt.Errorf("%s: none of %d operations succeeded (%s)", what, r.Ops, describeFailures(r))
+	case r.Failed > 0:
+		h.note("%s, %s: %d of %d operations failed (%s)", h.current, what, r.Failed, r.Ops, describeFailures(r))
 	}
 	return r, nil
 }
@@ -68,16 +67,17 @@ type side struct {
 // both sides under the same noise.
 func (h *harness) compare(ctx context.Context, gw, base side) (g, b measured, err error) {
 	for _, s := range []side{gw, base} {
-		// The warm-up fills the gateway's DN cache and pools; a failure
-		// there (a DC slow to answer its first binds on a loaded machine)
-		// is logged, and only the measured runs must succeed.
+		// The warm-up fills the gateway's DN cache and pools; its failures
+		// (a DC slow to answer its first binds on a loaded machine) are only
+		// logged.
 		warm := s.cfg
 		warm.Duration, warm.Count = 0, max(len(s.cfg.Logins), 2*s.cfg.Concurrency)
-		if _, err := h.load(ctx, s.name+" (warm-up)", warm); err != nil {
-			if ctx.Err() != nil {
-				return g, b, err
-			}
-			h.logf("  %v", err)
+		r, err := loadgen.Run(ctx, warm)
+		switch {
+		case err != nil:
+			return g, b, fmt.Errorf("%s (warm-up): %w", s.name, err)
+		case r.Failed > 0:
+			h.logf("  %s (warm-up): %d of %d operations failed (%s)", s.name, r.Failed, r.Ops, describeFailures(r))
 		}
 	}
 	var gr, br []loadgen.Result
@@ -118,24 +118,22 @@ func (h *harness) measure(ctx context.Context, s side) (measured, error) {
 
 // median is the median throughput and latencies of rs (each taken on its own).
 func median(rs []loadgen.Result) measured {
-	m := measured{codes: map[string]int{}}
+	var m measured
+	var thr []float64
 	var p50, p99 []time.Duration
 	for _, r := range rs {
-		m.runs = append(m.runs, r.Throughput)
+		thr = append(thr, r.Throughput)
 		p50 = append(p50, r.P50)
 		p99 = append(p99, r.P99)
 		m.ops += r.Ops
-		for c, n := range r.Codes {
-			m.codes[c] += n
-		}
 	}
-	m.thr = medianOf(slices.Clone(m.runs), func(a, b float64) float64 { return (a + b) / 2 })
+	m.thr = medianOf(thr, func(a, b float64) float64 { return (a + b) / 2 })
 	m.p50 = medianOf(p50, func(a, b time.Duration) time.Duration { return (a + b) / 2 })
 	m.p99 = medianOf(p99, func(a, b time.Duration) time.Duration { return (a + b) / 2 })
 	return m
 }
 
-func medianOf[T int64 | float64 | time.Duration](v []T, mean func(a, b T) T) T {
+func medianOf[T float64 | time.Duration](v []T, mean func(a, b T) T) T {
 	if len(v) == 0 {
 		return 0
 	}

@@ -76,7 +76,7 @@ while S2 runs.
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of one measured run")
 	fs.IntVar(&o.rounds, "rounds", 2, "gateway/baseline pairs per scenario, alternated; the median counts")
 	fs.DurationVar(&o.soak, "soak", 60*time.Second, "length of S5's run that checks the heap stays flat")
-	fs.DurationVar(&o.scenarioTimeout, "scenario-timeout", 4*time.Minute, "give up on a scenario after this long")
+	fs.DurationVar(&o.scenarioTimeout, "scenario-timeout", 6*time.Minute, "give up on a scenario after this long")
 	fs.BoolVar(&o.quick, "quick", false, "smoke test: 2s runs, one round, small data sets (figures mean little)")
 	fs.StringVar(&o.out, "out", "", "also write the report (facts and table) to `FILE`")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory with the processes' logs and configs")
@@ -173,6 +173,7 @@ func runBench(ctx context.Context, o *options, logw io.Writer) (string, error) {
 		}
 		sctx, cancel := context.WithTimeout(ctx, o.scenarioTimeout)
 		t0 := time.Now()
+		h.current = name
 		h.logf("%s: %s", name, scenarioTitles[name])
 		got, err := scenarios[name](sctx, h)
 		cancel()

@@ -73,6 +73,7 @@ type syncRun struct {
 	outcome string
 	read    int
 	changed int
+	dur     time.Duration // the sync's own duration, as it reports it
 }
 
 // runSync runs `ldapgate sync` with the configuration file cfgPath.
@@ -94,6 +95,12 @@ func (h *harness) runSync(ctx context.Context, cfgPath string, full bool) (syncR
 	r.kind, r.outcome = m[1], m[2]
 	r.read, _ = strconv.Atoi(m[3])
 	r.changed, _ = strconv.Atoi(m[5])
+	if i := strings.LastIndex(first, ", "); i >= 0 {
+		r.dur, _ = time.ParseDuration(first[i+2:])
+	}
+	if r.dur <= 0 {
+		return r, fmt.Errorf("ldapgate sync's summary %q ends without the sync's duration", first)
+	}
 	if r.outcome != "applied" && r.outcome != "unchanged" {
 		return r, fmt.Errorf("ldapgate sync: %s", first)
 	}
@@ -103,7 +110,13 @@ func (h *harness) runSync(ctx context.Context, cfgPath string, full bool) (syncR
 // syncConfig writes a configuration whose sync reads every bulk user, with
 // its own data directory.
 func (h *harness) syncConfig(name string, changes map[string]any) (string, error) {
-	all := map[string]any{"sync.base_dn": testbed.LoadUsersDN, "sync.filter": syncUserFilter}
+	all := map[string]any{
+		"sync.base_dn": testbed.LoadUsersDN, "sync.filter": syncUserFilter,
+		// Samba builds a paged search's whole result before its first page:
+		// with 10,000 users on a loaded machine that can take longer than
+		// the default 5s (ldapsearch has no such bound).
+		"upstream.op_timeout": "30s",
+	}
 	for k, v := range changes {
 		all[k] = v
 	}
@@ -137,11 +150,13 @@ func runS6(ctx context.Context, h *harness) ([]row, error) {
 	if err != nil {
 		return rows, err
 	}
-	share := incr.wall.Seconds() / full.wall.Seconds()
+	share := incr.dur.Seconds() / full.dur.Seconds()
 	rows = append(rows, row{
 		scenario: "S6", load: fmt.Sprintf("incremental sync, %d users changed, vs the full sync", changedUsers),
-		gw: fmtDur(incr.wall), base: fmtDur(full.wall), ratio: fmt.Sprintf("%.1f%%", 100*share),
+		gw: fmtDur(incr.dur), base: fmtDur(full.dur), ratio: fmt.Sprintf("%.1f%%", 100*share),
 		target: "≤ 5%", verdict: verdict(share <= 0.05), gwRSS: fmtMB(incr.maxRSS),
+		note: fmt.Sprintf("the syncs' own durations as ldapgate sync reports them (import included); "+
+			"the processes took %s and %s, opening the view included", fmtDur(incr.wall), fmtDur(full.wall)),
 	})
 
 	var sims []syncRun

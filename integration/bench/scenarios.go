@@ -247,9 +247,9 @@ func runS5(ctx context.Context, h *harness) ([]row, error) {
 // source addresses (the gateway's per-address cap stays at its default).
 func runS7(ctx context.Context, h *harness) ([]row, error) {
 	n := h.o.idleConns
-	// Each client connection is a descriptor in the bench and two in the
-	// gateway (the guard relays it to gldap over loopback).
-	if err := raiseFileLimit(uint64(2*n + 4096)); err != nil {
+	// An idle connection is one descriptor here and one in the gateway (its
+	// guard connects to gldap on the first request only).
+	if err := raiseFileLimit(uint64(n + 4096)); err != nil {
 		return nil, err
 	}
 	gw, _, err := h.sambaGateway(ctx, "s7-gateway", map[string]any{"listen.max_connections": n + 1000}, false)
