@@ -149,6 +149,7 @@ func runS3(ctx context.Context, h *harness) ([]row, error) {
 	gw, tlsc, err := h.sambaGateway(ctx, "s3-gateway", map[string]any{
 		"search.proxy_password": testbed.Service.Password,
 		// The view holds the bulk users the load uses (and a few more).
+		"sync.enabled": true,
 		"sync.base_dn": testbed.LoadUsersDN,
 		"sync.filter":  "(&(objectCategory=person)(objectClass=user)(sAMAccountName=user00*))",
 	}, true)
