@@ -14,7 +14,6 @@ import (
 type gateway struct {
 	*proc
 	addr  string // the plain LDAP listener, host:port
-	dir   string // its configuration and data directory
 	pprof string // its profiling listener (--profile), host:port
 }
 
@@ -46,25 +45,26 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// writeConfig writes a gateway configuration into a new directory and returns
-// the directory and the file.
-func (h *harness) writeConfig(name string, changes map[string]any) (dir, path string, err error) {
-	if dir, err = h.dir(name); err != nil {
-		return "", "", err
+// writeConfig writes a gateway configuration, with its data directory beside
+// it in a new directory, and returns the file.
+func (h *harness) writeConfig(name string, changes map[string]any) (string, error) {
+	dir, err := h.dir(name)
+	if err != nil {
+		return "", err
 	}
 	data, err := h.gatewayConfig(filepath.Join(dir, "data"), changes)
 	if err != nil {
-		return "", "", err
+		return "", err
 	}
-	path = filepath.Join(dir, "ldapgate.yaml")
-	return dir, path, os.WriteFile(path, data, 0o600)
+	path := filepath.Join(dir, "ldapgate.yaml")
+	return path, os.WriteFile(path, data, 0o600)
 }
 
 // startGateway starts `ldapgate serve` with gatewayConfig(changes) and returns
 // once it listens. With waitSync it also waits for the sync loop's first run
 // to have filled the directory view.
 func (h *harness) startGateway(ctx context.Context, name string, changes map[string]any, waitSync bool) (*gateway, error) {
-	dir, cfgPath, err := h.writeConfig(name, changes)
+	cfgPath, err := h.writeConfig(name, changes)
 	if err != nil {
 		return nil, err
 	}
@@ -85,7 +85,7 @@ func (h *harness) startGateway(ctx context.Context, name string, changes map[str
 	if err != nil {
 		return nil, err
 	}
-	g := &gateway{proc: p, addr: l.str("listen"), dir: dir, pprof: pprofAddr}
+	g := &gateway{proc: p, addr: l.str("listen"), pprof: pprofAddr}
 	if waitSync {
 		l, err := p.waitLog(ctx, "the first sync", h.o.scenarioTimeout, func(l logLine) bool { return l.str("msg") == "sync" })
 		if err != nil {

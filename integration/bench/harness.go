@@ -302,11 +302,11 @@ func (p *proc) waitLog(ctx context.Context, what string, within time.Duration, m
 	defer tick.Stop()
 	var offset int64
 	for {
-		if l, n := scanLog(p.logPath, offset, match); l != nil {
+		l, n := scanLog(p.logPath, offset, match)
+		if l != nil {
 			return l, nil
-		} else {
-			offset = n
 		}
+		offset = n
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%s: waiting for %s: %w", p.name, what, context.Cause(ctx))

@@ -26,8 +26,8 @@ type simReady struct {
 	URL        string  `json:"url"`
 	ServerName string  `json:"server_name"`
 	CAFile     string  `json:"ca_file"`
-	Users      int     `json:"users"`
-	SeedSecs   float64 `json:"seed_secs"`
+	Users      int     `json:"users"`     // for the child's log
+	SeedSecs   float64 `json:"seed_secs"` // for the child's log: how long seeding took
 
 	proc *proc // the child, in the parent
 }
