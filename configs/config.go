@@ -330,6 +330,12 @@ type Sync struct {
 	// Jitter is the most random delay added to each interval, so a fleet of
 	// gateways does not sync in step. Default 30s.
 	Jitter time.Duration `yaml:"jitter"`
+	// RetryInterval is the wait after a failed run (AD unreadable, an empty
+	// answer held, the view not stored) before the next: it doubles with each
+	// failure in a row up to sync.interval, so a gateway started while AD is
+	// briefly unreachable does not wait a whole interval for its first view.
+	// Default 30s.
+	RetryInterval time.Duration `yaml:"retry_interval"`
 	// FullInterval is the time between full reconciles, which catch deletions
 	// an incremental sync cannot see. Default 1h.
 	FullInterval time.Duration `yaml:"full_interval"`
@@ -524,6 +530,7 @@ func Default() Config {
 			PageSize:         1000,
 			Interval:         5 * time.Minute,
 			Jitter:           30 * time.Second,
+			RetryInterval:    30 * time.Second,
 			FullInterval:     time.Hour,
 			Timeout:          5 * time.Minute,
 			MaxEntries:       200000,

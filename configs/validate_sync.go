@@ -67,6 +67,7 @@ func (s *Sync) validate(p *problems, upstreamBase string) {
 	if s.Jitter < 0 || (s.Interval > 0 && s.Jitter >= s.Interval) {
 		p.addf("sync.jitter", "must be at least 0 and less than sync.interval (%s), not %s: e.g. 30s", s.Interval, s.Jitter)
 	}
+	checkPositive(p, "sync.retry_interval", s.RetryInterval, "30s")
 	if s.FullInterval < s.Interval {
 		p.addf("sync.full_interval", "must be at least sync.interval (%s), not %s: e.g. 1h", s.Interval, s.FullInterval)
 	}

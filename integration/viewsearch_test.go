@@ -251,6 +251,7 @@ func TestViewPastStaleAfterAnswersOnlyWhenEveryDCIsDown(t *testing.T) {
 	// good view answers it, and the log says so.
 	g := startVSGateway(t, "view-stale", map[string]any{
 		"sync.stale_after": "1s", "sync.interval": "1h", "sync.full_interval": "1h", "sync.jitter": "0s",
+		"sync.retry_interval": "2s", // a first sync that misses the 2s op_timeout is tried again soon
 	})
 	g.waitSync(t, 0, 30*time.Second)
 	want := vsEntries(vsDirect(t, vsImportFilter))

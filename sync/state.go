@@ -84,6 +84,13 @@ const (
 	OutcomeFailed Outcome = "failed"
 )
 
+// failed reports whether a run with this outcome left the view as it was
+// without AD's say-so: AD could not be read, its empty answer is held, or
+// what it returned could not be stored.
+func (o Outcome) failed() bool {
+	return o == OutcomeSourceError || o == OutcomeSuspiciousEmpty || o == OutcomeFailed
+}
+
 // Result describes one sync run.
 type Result struct {
 	// Kind is full or incremental (what ran, after any fallback).

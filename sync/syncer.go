@@ -420,9 +420,11 @@ type LoopRun struct {
 // is closed; it returns nil then. Run decides each time whether the sync is
 // incremental or full (sync.full_interval) unless the trigger forces a full
 // one. A failed run is logged and the loop goes on: the view keeps its last
-// good state.
+// good state, and the next run comes after sync.retry_interval, doubled for
+// each failure in a row up to sync.interval.
 func (s *Syncer) Loop(ctx context.Context, lc LoopControl) error {
 	run := LoopRun{}
+	failures := 0 // failed runs in a row
 	select {
 	case run.Options = <-lc.Trigger:
 		run.Manual = true
@@ -446,8 +448,14 @@ func (s *Syncer) Loop(ctx context.Context, lc LoopControl) error {
 			lc.Finished(run)
 		}
 		wait := s.cfg.Interval
-		if s.cfg.Jitter > 0 {
-			wait += time.Duration(s.jitter(int64(s.cfg.Jitter) + 1))
+		if run.Result.Outcome.failed() {
+			failures++
+			wait = retryWait(s.cfg.RetryInterval, s.cfg.Interval, failures)
+		} else {
+			failures = 0
+			if s.cfg.Jitter > 0 {
+				wait += time.Duration(s.jitter(int64(s.cfg.Jitter) + 1))
+			}
 		}
 		if lc.Scheduled != nil {
 			lc.Scheduled(s.clock.Now().Add(wait))
@@ -463,6 +471,16 @@ func (s *Syncer) Loop(ctx context.Context, lc LoopControl) error {
 		case <-s.clock.After(wait):
 		}
 	}
+}
+
+// retryWait is the wait after the failures-th failed run in a row: retry,
+// doubled for each earlier failure, at most interval.
+func retryWait(retry, interval time.Duration, failures int) time.Duration {
+	wait := retry
+	for i := 1; i < failures && wait < interval; i++ {
+		wait *= 2
+	}
+	return min(wait, interval)
 }
 
 func sortedKeys(m map[string]*Entry) []string {

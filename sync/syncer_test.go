@@ -656,6 +656,51 @@ func TestLoopRunsOnTheIntervalWithJitter(t *testing.T) {
 	}
 }
 
+func TestLoopRetriesAFailedRunSoonerAndBacksOff(t *testing.T) {
+	t.Parallel()
+	dom := newSimDomain(t, 1, 0)
+	ucfg := dom.upstreamConfig()
+	ucfg.Breaker.Failures = 1000 // the DC cuts searches; its breaker is not under test
+	cfg := syncConfig(t.TempDir(), allUsersFilter)
+	cfg.Interval, cfg.Jitter, cfg.RetryInterval = 5*time.Minute, 30*time.Second, 40*time.Second
+	h := newHarness(t, dom, ucfg, cfg, WithSyncJitter(func(int64) int64 { return int64(7 * time.Second) }))
+	dom.dcs[0].CutSearchAfter(0) // AD unreadable: every run is a source error
+	ctx, cancel := context.WithCancel(context.Background())
+	loopDone := make(chan error, 1)
+	var finished []Outcome // written by the loop before it waits, read after
+	go func() {
+		loopDone <- h.syncer.Loop(ctx, LoopControl{Finished: func(r LoopRun) { finished = append(finished, r.Result.Outcome) }})
+	}()
+
+	// Waits after each run: retry_interval doubled per failure in a row up to
+	// the interval; after a success, interval + jitter; a new failure starts
+	// again at retry_interval.
+	want := []time.Duration{40 * time.Second, 80 * time.Second, 160 * time.Second, 5 * time.Minute, 5 * time.Minute,
+		5*time.Minute + 7*time.Second, 40 * time.Second}
+	for i, w := range want {
+		wait := <-h.clock.waits
+		if wait != w {
+			t.Errorf("wait after run %d (%s): %v, want %v", i+1, finished[len(finished)-1], wait, w)
+		}
+		switch i {
+		case 4:
+			dom.dcs[0].CutSearchAfter(-1) // AD is back for run 6
+		case 5:
+			dom.dcs[0].CutSearchAfter(0) // and gone again for run 7
+		}
+		if i < len(want)-1 {
+			h.clock.Advance(wait)
+		}
+	}
+	cancel()
+	must(t, <-loopDone)
+	wantOutcomes := []Outcome{OutcomeSourceError, OutcomeSourceError, OutcomeSourceError, OutcomeSourceError,
+		OutcomeSourceError, OutcomeApplied, OutcomeSourceError}
+	if !slices.Equal(finished, wantOutcomes) {
+		t.Errorf("outcomes %q, want %q", finished, wantOutcomes)
+	}
+}
+
 func countSyncLines(h *harness) int {
 	n := 0
 	for _, e := range h.logs.All() {
