@@ -1,9 +1,11 @@
 package main
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
@@ -113,4 +115,32 @@ func TestDemoConfigFile(t *testing.T) {
 			t.Errorf("%s has mode %v, want 0600: it holds a password or names its file", name, fi.Mode().Perm())
 		}
 	}
+}
+
+func TestDemoWithItsLDAPPortTakenSaysSoAndFreesItsHTTPPort(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = taken.Close() }()
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpAddr := free.Addr().String()
+	_ = free.Close()
+
+	code, stdout, stderr := runCmd("demo", "--listen", taken.Addr().String(), "--http", httpAddr, "--log-level", "error")
+	if code != 1 || !strings.Contains(stderr, taken.Addr().String()) || !strings.Contains(stderr, "address already in use") {
+		t.Errorf("demo on a taken port: exit %d, stderr:\n%s", code, stderr)
+	}
+	if strings.Contains(stdout, "ldapwhoami") {
+		t.Errorf("demo printed commands for a gateway that did not start:\n%s", stdout)
+	}
+	// The HTTP listener started before the LDAP one failed; it is closed.
+	l, err := net.Listen("tcp", httpAddr)
+	if err != nil {
+		t.Fatalf("the HTTP listener's %s is still held after the demo failed: %v", httpAddr, err)
+	}
+	_ = l.Close()
 }

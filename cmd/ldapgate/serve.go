@@ -141,6 +141,12 @@ func serve(ctx context.Context, cfg *configs.Config, log *zap.Logger, src reload
 	if err != nil {
 		return fmt.Errorf("http.address: %w", err)
 	}
+	// Stopped on every return, a listener that failed to start included.
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.Listen.ShutdownTimeout)
+		defer cancel()
+		web.stop(sctx)
+	}()
 	info, _ := debug.ReadBuildInfo()
 	srvOpts := []proxy.ServerOption{proxy.WithVendorVersion(buildVersion(version, info)),
 		proxy.WithSearch(*cfg, cluster, append(searchViewOpts, audit.searchOption(ops.observeBind))...)}
@@ -197,7 +203,6 @@ func serve(ctx context.Context, cfg *configs.Config, log *zap.Logger, src reload
 			log.Info("shutting down")
 			sctx, cancel := context.WithTimeout(context.Background(), cfg.Listen.ShutdownTimeout)
 			defer cancel()
-			web.stop(sctx)
 			if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
 				return fmt.Errorf("shutdown: %w", err)
 			}
