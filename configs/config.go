@@ -605,7 +605,8 @@ type Lockout struct {
 	// ClientRate is the failed binds per second one client address may make
 	// (token bucket); past it every bind from that address is answered 51 busy
 	// until the bucket refills. Only refusals that tried something new count:
-	// a password AD (or the offline cache) refused, a name AD does not know.
+	// a password AD (or the offline cache) refused, a name AD does not know, a
+	// wrong search.proxy_password.
 	// Empty passwords, malformed names and the guard's own refusals (negative
 	// cache, budget) do not. A gateway next to the PBX sees every bind from one
 	// address: size it for the PBX's failures. 0 disables it. Default 10.

@@ -288,9 +288,8 @@ func (a *Auth) decide(ctx context.Context, c Client, name, password string, star
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(a.timeout.Load()))
 	defer cancel()
 
-	lim, err := a.guard.checkClient(c.Addr, start)
+	failed, err := a.limitClient(c.Addr, start)
 	if err != nil {
-		a.rateLimited.Add(1)
 		return refusal(Decision{}, err)
 	}
 	d := a.decideAccount(ctx, parent, login, password, start)
@@ -301,9 +300,28 @@ func (a *Auth) decide(ctx context.Context, c Client, name, password string, star
 		a.budgetRefusals.Add(1)
 	}
 	if countsAgainstClient(d.Reason) {
-		clientFailed(lim, start)
+		failed()
 	}
 	return d
+}
+
+// clientLimiter is an Authenticator that limits each client address's rate
+// of failed binds (Auth, lockout.client_rate): the Server's local-secret
+// binds of the proxy user share that limit, so the secret cannot be guessed
+// faster than an AD password.
+type clientLimiter interface {
+	limitClient(addr string, now time.Time) (failed func(), err error)
+}
+
+// limitClient returns ErrRateLimited when the client address has used up its
+// rate of failed binds; otherwise failed, to call when the bind then fails.
+func (a *Auth) limitClient(addr string, now time.Time) (failed func(), err error) {
+	lim, err := a.guard.checkClient(addr, now)
+	if err != nil {
+		a.rateLimited.Add(1)
+		return nil, err
+	}
+	return func() { clientFailed(lim, now) }, nil
 }
 
 // countsAgainstClient says which decisions use up the client's rate of failed

@@ -137,7 +137,8 @@ type searcher struct {
 	slots    chan struct{} // one per open paged search, across all clients
 	after    afterFunc
 	now      func() time.Time
-	view     ViewSearch // nil: every search goes to AD
+	view     ViewSearch    // nil: every search goes to AD
+	limit    clientLimiter // the Server's Authenticator, when it limits failed binds; nil otherwise
 	log      *zap.Logger
 	auditLog *zap.Logger
 	observer Observer
@@ -631,18 +632,34 @@ func (s *searcher) localBind(c Client, name, password string) (out BindOutcome, 
 		return BindOutcome{}, false
 	}
 	start := s.now()
-	got := sha256.Sum256([]byte(password))
-	match := subtle.ConstantTimeCompare(got[:], p.secret[:]) == 1 && strings.TrimSpace(password) != ""
-	reason := ReasonLocalProxy
-	out = BindOutcome{Code: codeSuccess, DN: p.dn}
-	if !match {
-		reason = ReasonLocalProxyRefused
-		out = BindOutcome{Code: codeInvalidCredentials, Diagnostic: DiagInvalidCredentials}
-	}
-	d := Decision{BindOutcome: out, Reason: reason, User: p.login.Value, Dur: s.now().Sub(start)}
+	d := s.compareSecret(c, password, start)
+	d.User, d.Dur = p.login.Value, s.now().Sub(start)
 	writeAudit(s.auditLog, c, name, d)
 	if s.observer != nil {
 		s.observer(c, LogSafe(name), d)
 	}
-	return out, true
+	return d.BindOutcome, true
+}
+
+// compareSecret decides a local-secret bind of the proxy user from client c,
+// within the client's rate of failed binds when the server's Authenticator
+// limits it: a wrong non-empty password uses up one, and a client past its
+// rate gets 51 without a comparison.
+func (s *searcher) compareSecret(c Client, password string, start time.Time) Decision {
+	failed := func() {}
+	if s.limit != nil {
+		var err error
+		if failed, err = s.limit.limitClient(c.Addr, start); err != nil {
+			return refusal(Decision{}, err)
+		}
+	}
+	if strings.TrimSpace(password) == "" {
+		return Decision{BindOutcome: BindOutcome{Code: codeInvalidCredentials, Diagnostic: DiagInvalidCredentials}, Reason: ReasonLocalProxyRefused}
+	}
+	got := sha256.Sum256([]byte(password))
+	if subtle.ConstantTimeCompare(got[:], s.proxy.secret[:]) != 1 {
+		failed()
+		return Decision{BindOutcome: BindOutcome{Code: codeInvalidCredentials, Diagnostic: DiagInvalidCredentials}, Reason: ReasonLocalProxyRefused}
+	}
+	return Decision{BindOutcome: BindOutcome{Code: codeSuccess, DN: s.proxy.dn}, Reason: ReasonLocalProxy}
 }

@@ -954,6 +954,38 @@ func TestTheProxyUsersLocalSecret(t *testing.T) {
 	})
 }
 
+func TestTheProxyUsersLocalSecretSharesTheClientsRateOfFailedBinds(t *testing.T) {
+	t.Parallel()
+	const proxyName = "pbx-proxy"
+	b := newSearchBed(t, searchSetupT{change: func(c *configs.Config) {
+		c.Search.ProxyUser = proxyName
+		c.Search.ProxyPassword = localPW
+		c.Lockout.ClientRate, c.Lockout.ClientBurst = 0.001, 2 // two failures, then none for 1000s
+	}})
+	bind := func(login, password string) error {
+		_, err := b.dial(t, "", "").SimpleBind(&ldap.SimpleBindRequest{Username: login, Password: password, AllowEmptyPassword: true})
+		return err
+	}
+	if err := bind(proxyName, localPW); err != nil {
+		t.Fatalf("the secret before any failure: %v", err)
+	}
+	wantCode(t, "an empty secret (not a guess)", bind(proxyName, ""), ldap.LDAPResultInvalidCredentials)
+	wantCode(t, "the first wrong secret", bind(proxyName, wrongPW), ldap.LDAPResultInvalidCredentials)
+	wantCode(t, "the second wrong secret", bind(proxyName, wrongPW+"2"), ldap.LDAPResultInvalidCredentials)
+	wantCode(t, "a third guess past the client's rate", bind(proxyName, wrongPW+"3"), ldap.LDAPResultBusy)
+	wantCode(t, "the right secret from the same address, still past its rate", bind(proxyName, localPW), ldap.LDAPResultBusy)
+	// The same bucket holds for the AD path: this address has used it up.
+	wantCode(t, "a user's bind from the same address", bind(testbed.JDoe.Login, testbed.JDoe.Password), ldap.LDAPResultBusy)
+	var reasons []string
+	for _, e := range b.logs.FilterMessage("bind").FilterFieldKey("reason").All() { // the audit lines
+		reasons = append(reasons, fmt.Sprint(e.ContextMap()["reason"]))
+	}
+	want := []string{"local_proxy", "local_proxy_refused", "local_proxy_refused", "local_proxy_refused", "rate_limited", "rate_limited", "rate_limited"}
+	if !slices.Equal(reasons, want) {
+		t.Errorf("audit reasons %q, want %q", reasons, want)
+	}
+}
+
 func TestOneLogLinePerSearch(t *testing.T) {
 	t.Parallel()
 	b := newSearchBed(t, searchSetupT{})

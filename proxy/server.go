@@ -260,6 +260,9 @@ func NewServer(cfg configs.Listen, baseDN string, auth Authenticator, log *zap.L
 		if s.srch, err = newSearcher(o.search, log); err != nil {
 			return nil, fmt.Errorf("search: %w", err)
 		}
+		if l, ok := auth.(clientLimiter); ok {
+			s.srch.limit = l
+		}
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
