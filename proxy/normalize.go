@@ -137,6 +137,12 @@ func parseDownLevel(name, netbiosDomain string) (Login, error) {
 	if err := checkSAM(user); err != nil {
 		return Login{}, err
 	}
+	if strings.ContainsRune(user, '@') {
+		// AD allows '@' in a sAMAccountName set in code, but Windows logs
+		// nobody on as DOMAIN\r@cameron; and typed alone the name would be a
+		// UPN, another account.
+		return Login{}, fmt.Errorf("%w: an account name with '@' after DOMAIN\\: log on with the user principal name", ErrInvalidLogin)
+	}
 	return samLogin(user), nil
 }
 

@@ -89,6 +89,9 @@ func TestParseLoginRefuses(t *testing.T) {
 		{"a down-level name with an empty domain is refused", `\jdoe`, testbed.NetBIOS},
 		{"a down-level name with an empty user is refused", `AADDS\`, testbed.NetBIOS},
 		{"a down-level name with a star is refused", `AADDS\j*`, testbed.NetBIOS},
+		// Windows refuses DOMAIN\r@cameron too, even where such a sAMAccountName exists.
+		{"a down-level name with an at sign is refused", `AADDS\r@cameron`, testbed.NetBIOS},
+		{"a down-level name of a lone at sign is refused", `AADDS\@`, testbed.NetBIOS},
 		{"a DN without a value is refused", "CN=," + testbed.BaseDN, testbed.NetBIOS},
 		{"a DN that does not parse is refused", "CN=x,=y", testbed.NetBIOS},
 		{"a DN with an escaped NUL is refused", `CN=a\00b,` + testbed.UsersDN, testbed.NetBIOS},
@@ -175,7 +178,7 @@ func FuzzParseLogin(f *testing.F) {
 	for _, s := range []string{
 		"jdoe", " JDoe ", "jdoe@aadds.example.test", `AADDS\jdoe`, testbed.JDoe.DN(), testbed.SOBrien.DN(),
 		"*", "j*", "jdoe)(|(sAMAccountName=*", "jd\x00oe", `CN=a\00b,DC=x`, "a@b@c", "CN=#0403616263,DC=x",
-		"=", "\\", "@", "cn=x+cn=y,dc=z", "é@é", "\xff",
+		"=", "\\", "@", "cn=x+cn=y,dc=z", "é@é", "\xff", `AADDS\@`,
 	} {
 		f.Add(s)
 	}
