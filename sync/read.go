@@ -91,19 +91,30 @@ func (s *Syncer) readFull(ctx context.Context, r *Result) (map[string]*Entry, dc
 	if err != nil {
 		return nil, dcInfo{}, err
 	}
-	entries, err := s.search(ctx, url, s.filter, s.attrs, s.cfg.MaxEntries+1)
-	if err != nil {
-		if ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded) {
-			return nil, info, fmt.Errorf("%w: more than %d", ErrTooManyEntries, s.cfg.MaxEntries)
+	// Each page is converted as it arrives: go-ldap's entries hold every value
+	// twice (as string and as bytes), so collecting them all first held three
+	// copies of the directory at the peak.
+	out := make(map[string]*Entry)
+	req := ldap.NewSearchRequest(s.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, s.cfg.MaxEntries+1, 0, false, s.filter, s.attrs, nil)
+	var pageErr error // what made the page function stop the search
+	err = s.cluster.SearchPagesAt(ctx, url, req, uint32(s.cfg.PageSize), func(page []*ldap.Entry) error {
+		r.Read += len(page)
+		if r.Read > s.cfg.MaxEntries {
+			pageErr = fmt.Errorf("%w: more than %d", ErrTooManyEntries, s.cfg.MaxEntries)
+		} else {
+			pageErr = s.convert(page, out)
 		}
+		return pageErr
+	})
+	switch {
+	case pageErr != nil:
+		return nil, info, pageErr
+	case ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded):
+		return nil, info, fmt.Errorf("%w: more than %d", ErrTooManyEntries, s.cfg.MaxEntries)
+	case err != nil:
 		return nil, info, sourceError("search "+s.cfg.BaseDN, err)
 	}
-	r.Read = len(entries)
-	if len(entries) > s.cfg.MaxEntries {
-		return nil, info, fmt.Errorf("%w: %d, the most is %d", ErrTooManyEntries, len(entries), s.cfg.MaxEntries)
-	}
-	out, err := s.convert(entries)
-	return out, info, err
+	return out, info, nil
 }
 
 // readIncremental reads what changed on st.DC since st.HighestCommittedUSN. It
@@ -145,8 +156,8 @@ func (s *Syncer) readIncremental(ctx context.Context, st State, r *Result) (put 
 		return nil, nil, info, sourceError("search changed entries", err)
 	}
 	r.Read += len(inScope)
-	put, err = s.convert(inScope)
-	if err != nil {
+	put = make(map[string]*Entry, len(inScope))
+	if err := s.convert(inScope, put); err != nil {
 		return nil, nil, info, err
 	}
 
@@ -178,8 +189,8 @@ func (s *Syncer) readIncremental(ctx context.Context, st State, r *Result) (put 
 			return nil, nil, info, sourceError("search members of changed groups", err)
 		}
 		r.Read += len(members)
-		m, err := s.convert(members)
-		if err != nil {
+		m := make(map[string]*Entry, len(members))
+		if err := s.convert(members, m); err != nil {
 			return nil, nil, info, err
 		}
 		maps.Copy(put, m)
@@ -209,8 +220,8 @@ func (s *Syncer) readIncremental(ctx context.Context, st State, r *Result) (put 
 			return nil, nil, info, sourceError("search entries that may have left the scope", err)
 		}
 		r.Read += len(back)
-		m, err := s.convert(back)
-		if err != nil {
+		m := make(map[string]*Entry, len(back))
+		if err := s.convert(back, m); err != nil {
 			return nil, nil, info, err
 		}
 		for _, g := range chunk {
@@ -275,18 +286,17 @@ func (s *Syncer) search(ctx context.Context, url, filter string, attrs []string,
 	return res.Entries, nil
 }
 
-// convert turns search entries into view entries keyed by GUID.
-func (s *Syncer) convert(entries []*ldap.Entry) (map[string]*Entry, error) {
-	out := make(map[string]*Entry, len(entries))
+// convert adds search entries to out as view entries keyed by GUID.
+func (s *Syncer) convert(entries []*ldap.Entry, out map[string]*Entry) error {
 	for _, le := range entries {
 		e, err := entryFromLDAP(le, s.attrs)
 		if err != nil {
-			return nil, fmt.Errorf("malformed entry from AD: %w", err)
+			return fmt.Errorf("malformed entry from AD: %w", err)
 		}
 		if out[e.GUID] != nil {
-			return nil, fmt.Errorf("malformed answer from AD: objectGUID %s twice (%s, %s)", e.GUID, out[e.GUID].DN, e.DN)
+			return fmt.Errorf("malformed answer from AD: objectGUID %s twice (%s, %s)", e.GUID, out[e.GUID].DN, e.DN)
 		}
 		out[e.GUID] = &e
 	}
-	return out, nil
+	return nil
 }

@@ -482,7 +482,7 @@ func (c *Cluster) Search(ctx context.Context, req *ldap.SearchRequest) (*ldap.Se
 // Failover, errors and referrals are as for Search; a search retried on the next
 // DC starts again from the first page.
 func (c *Cluster) SearchPaged(ctx context.Context, req *ldap.SearchRequest, pageSize uint32) (*ldap.SearchResult, string, error) {
-	return c.search(ctx, pagedSearch(req, pageSize))
+	return c.search(ctx, pagedSearch(req, pageSize, nil))
 }
 
 // SearchPagedAt is SearchPaged on the DC with this URL only, without failover:
@@ -491,22 +491,77 @@ func (c *Cluster) SearchPaged(ctx context.Context, req *ldap.SearchRequest, page
 // ErrNoHealthyUpstream when that DC's breaker is open or the DC is drained, and
 // ErrUnknownServer for a URL that is not one of upstream.servers.
 func (c *Cluster) SearchPagedAt(ctx context.Context, url string, req *ldap.SearchRequest, pageSize uint32) (*ldap.SearchResult, error) {
+	return c.searchPagedAt(ctx, url, req, pageSize, nil)
+}
+
+// SearchPagesAt is SearchPagedAt handing each page's entries to each as the
+// page arrives instead of returning them all at the end, so a caller that
+// keeps less than the LDAP entries (the sync's full read of 100,000 users)
+// holds one page of them at a time. An error from each ends the search (the
+// DC is asked to abandon it) and is returned wrapped in ErrStopped; it says
+// nothing against the DC. After any error the pages already handed over are
+// part of an incomplete answer.
+func (c *Cluster) SearchPagesAt(ctx context.Context, url string, req *ldap.SearchRequest, pageSize uint32, each func(entries []*ldap.Entry) error) error {
+	if each == nil {
+		return errors.New("search pages at: no function for the pages")
+	}
+	_, err := c.searchPagedAt(ctx, url, req, pageSize, each)
+	return err
+}
+
+func (c *Cluster) searchPagedAt(ctx context.Context, url string, req *ldap.SearchRequest, pageSize uint32, each func([]*ldap.Entry) error) (*ldap.SearchResult, error) {
 	if d := c.dcByURL(url); d != nil {
-		res, _, err := c.searchOn(ctx, []*dc{d}, pagedSearch(req, pageSize))
+		res, _, err := c.searchOn(ctx, []*dc{d}, pagedSearch(req, pageSize, each))
 		return res, err
 	}
 	return nil, fmt.Errorf("search at: %w: %q", ErrUnknownServer, url)
 }
 
-// pagedSearch runs req as a paged search on one connection.
-func pagedSearch(req *ldap.SearchRequest, pageSize uint32) func(*ldap.Conn) (*ldap.SearchResult, error) {
+// pagedSearch runs req as a paged search on one connection. With each nil the
+// entries of every page are collected into the result; otherwise each gets
+// every page's entries and the result holds none.
+func pagedSearch(req *ldap.SearchRequest, pageSize uint32, each func([]*ldap.Entry) error) func(*ldap.Conn) (*ldap.SearchResult, error) {
 	return func(l *ldap.Conn) (*ldap.SearchResult, error) {
+		paging := ldap.NewControlPaging(pageSize)
 		r := *req
-		r.Controls = slices.DeleteFunc(slices.Clone(req.Controls), func(ct ldap.Control) bool {
+		r.Controls = append(slices.DeleteFunc(slices.Clone(req.Controls), func(ct ldap.Control) bool {
 			return ct.GetControlType() == ldap.ControlTypePaging
-		})
-		return l.SearchWithPaging(&r, pageSize)
+		}), paging)
+		out := &ldap.SearchResult{}
+		for {
+			page, err := l.Search(&r)
+			if err != nil {
+				return nil, err
+			}
+			out.Referrals = append(out.Referrals, page.Referrals...)
+			out.Controls = page.Controls
+			if each == nil {
+				out.Entries = append(out.Entries, page.Entries...)
+			} else if err := each(page.Entries); err != nil {
+				abandonPaging(l, &r, paging, page.Controls)
+				return nil, fmt.Errorf("%w: %w", ErrStopped, err)
+			}
+			next, _ := ldap.FindControl(page.Controls, ldap.ControlTypePaging).(*ldap.ControlPaging)
+			if next == nil || len(next.Cookie) == 0 {
+				return out, nil
+			}
+			paging.SetCookie(next.Cookie)
+		}
 	}
+}
+
+// abandonPaging tells the DC that a paged search whose last page carried
+// controls ends here (RFC 2696: a page size of 0 with the cookie), so the
+// connection, back in its pool, holds no open result set; AD allows only a
+// few per connection. Its answer does not matter.
+func abandonPaging(l *ldap.Conn, r *ldap.SearchRequest, paging *ldap.ControlPaging, last []ldap.Control) {
+	next, _ := ldap.FindControl(last, ldap.ControlTypePaging).(*ldap.ControlPaging)
+	if next == nil || len(next.Cookie) == 0 {
+		return
+	}
+	paging.SetCookie(next.Cookie)
+	paging.PagingSize = 0
+	_, _ = l.Search(r)
 }
 
 func (c *Cluster) search(ctx context.Context, run func(*ldap.Conn) (*ldap.SearchResult, error)) (*ldap.SearchResult, string, error) {

@@ -41,6 +41,9 @@ var (
 	ErrUnknownServer = errors.New("unknown upstream server")
 	// ErrClosed is returned (wrapped with ErrUnavailable) once Close was called.
 	ErrClosed = errors.New("upstream closed")
+	// ErrStopped wraps the error of SearchPagesAt's page function, which ended
+	// the search: the caller stopped reading, the DC did nothing wrong.
+	ErrStopped = errors.New("search stopped by its reader")
 )
 
 // LDAP result codes that say the DC, not the request, is in trouble.
@@ -70,6 +73,9 @@ const (
 func classify(err error) verdict {
 	if err == nil {
 		return answered
+	}
+	if errors.Is(err, ErrStopped) {
+		return answered // the DC answered every page asked for
 	}
 	if errors.Is(err, ldap.ErrSizeLimitExceeded) {
 		// go-ldap's client-side EnforceSizeLimit: the DC answered, with more

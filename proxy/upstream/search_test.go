@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -146,6 +147,57 @@ func TestSearchPagedReadsEveryPageOnOneConnection(t *testing.T) {
 	}
 	if s := statsOf(t, c, dc); s.Service.Open != 1 {
 		t.Errorf("the paged search used %d service connections, want 1", s.Service.Open)
+	}
+}
+
+func TestSearchPagesAtHandsOverEachPageAndCanBeStopped(t *testing.T) {
+	t.Parallel()
+	const users = 45
+	d := newDomain(t, 2, adsim.Config{LoadUsers: users})
+	c, _ := newCluster(t, d.config())
+	dc1 := d.dcs[0]
+	ctx := ctxTimeout(t, 30*time.Second)
+	req := ldap.NewSearchRequest(testbed.LoadUsersDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false,
+		"(objectClass=user)", []string{"sAMAccountName"}, nil)
+
+	var sizes []int
+	names := map[string]bool{}
+	err := c.SearchPagesAt(ctx, dc1.URL(), req, 10, func(entries []*ldap.Entry) error {
+		sizes = append(sizes, len(entries))
+		for _, e := range entries {
+			names[e.GetAttributeValue("sAMAccountName")] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("SearchPagesAt: %v", err)
+	}
+	if len(names) != users || slices.Max(sizes) > 10 || len(sizes) < 5 {
+		t.Errorf("%d users in pages of %v, want %d in pages of at most 10", len(names), sizes, users)
+	}
+
+	errFull := errors.New("the reader has enough")
+	before := dc1.Stats().Searches
+	pages := 0
+	err = c.SearchPagesAt(ctx, dc1.URL(), req, 10, func([]*ldap.Entry) error {
+		if pages++; pages == 2 {
+			return errFull
+		}
+		return nil
+	})
+	if !errors.Is(err, ErrStopped) || !errors.Is(err, errFull) || errors.Is(err, ErrUnavailable) {
+		t.Fatalf("a search its reader stopped: %v, want ErrStopped wrapping the reader's error", err)
+	}
+	if got := dc1.Stats().Searches - before; got != 3 {
+		t.Errorf("%d search requests, want 3: two pages and the abandon (page size 0)", got)
+	}
+	s := statsOf(t, c, dc1.URL())
+	if s.Breaker != BreakerClosed || s.Failures != 0 || s.Service.Open != 1 {
+		t.Errorf("after a stopped search: breaker %s, %d failures, %d service connections; want closed, 0, the same 1",
+			s.Breaker, s.Failures, s.Service.Open)
+	}
+	if err := c.SearchPagesAt(ctx, dc1.URL(), req, 10, nil); err == nil {
+		t.Error("SearchPagesAt without a page function: no error")
 	}
 }
 
