@@ -33,16 +33,26 @@ func entryFromLDAP(e *ldap.Entry, attrs []string) (Entry, error) {
 	if guid == "" {
 		return Entry{}, fmt.Errorf("entry %q has no valid objectGUID (%d bytes)", e.DN, len(raw))
 	}
-	out := Entry{GUID: guid, DN: e.DN, Attrs: make(map[string][]string, len(attrs))}
-	for _, name := range attrs {
-		var a *ldap.EntryAttribute
+	// The map is made for the attributes the entry has, not all those asked
+	// for: most users lack half of them, and a map sized for twenty holds
+	// twice the slots (the view keeps one per user).
+	found := make([]*ldap.EntryAttribute, len(attrs))
+	n := 0
+	for i, name := range attrs {
 		for _, ea := range e.Attributes {
 			if strings.EqualFold(ea.Name, name) {
-				a = ea
+				if len(ea.ByteValues) > 0 {
+					found[i] = ea
+					n++
+				}
 				break
 			}
 		}
-		if a == nil || len(a.ByteValues) == 0 {
+	}
+	out := Entry{GUID: guid, DN: e.DN, Attrs: make(map[string][]string, n)}
+	for i, name := range attrs {
+		a := found[i]
+		if a == nil {
 			continue
 		}
 		vals := make([]string, 0, len(a.ByteValues))
