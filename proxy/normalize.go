@@ -137,6 +137,11 @@ func parseDownLevel(name, netbiosDomain string) (Login, error) {
 	if err := checkSAM(user); err != nil {
 		return Login{}, err
 	}
+	if strings.TrimLeftFunc(user, unicode.IsSpace) != user {
+		// No account name starts with a space, and typed alone (trimmed)
+		// the name would be another one.
+		return Login{}, fmt.Errorf("%w: a space after DOMAIN\\", ErrInvalidLogin)
+	}
 	if strings.ContainsRune(user, '@') {
 		// AD allows '@' in a sAMAccountName set in code, but Windows logs
 		// nobody on as DOMAIN\r@cameron; and typed alone the name would be a

@@ -92,6 +92,7 @@ func TestParseLoginRefuses(t *testing.T) {
 		// Windows refuses DOMAIN\r@cameron too, even where such a sAMAccountName exists.
 		{"a down-level name with an at sign is refused", `AADDS\r@cameron`, testbed.NetBIOS},
 		{"a down-level name of a lone at sign is refused", `AADDS\@`, testbed.NetBIOS},
+		{"a down-level name with a space after the backslash is refused", `AADDS\ jdoe`, testbed.NetBIOS},
 		{"a DN without a value is refused", "CN=," + testbed.BaseDN, testbed.NetBIOS},
 		{"a DN that does not parse is refused", "CN=x,=y", testbed.NetBIOS},
 		{"a DN with an escaped NUL is refused", `CN=a\00b,` + testbed.UsersDN, testbed.NetBIOS},
@@ -178,7 +179,7 @@ func FuzzParseLogin(f *testing.F) {
 	for _, s := range []string{
 		"jdoe", " JDoe ", "jdoe@aadds.example.test", `AADDS\jdoe`, testbed.JDoe.DN(), testbed.SOBrien.DN(),
 		"*", "j*", "jdoe)(|(sAMAccountName=*", "jd\x00oe", `CN=a\00b,DC=x`, "a@b@c", "CN=#0403616263,DC=x",
-		"=", "\\", "@", "cn=x+cn=y,dc=z", "é@é", "\xff", `AADDS\@`,
+		"=", "\\", "@", "cn=x+cn=y,dc=z", "é@é", "\xff", `AADDS\@`, `AADDS\ 0`,
 	} {
 		f.Add(s)
 	}
