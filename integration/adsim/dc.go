@@ -77,6 +77,15 @@ type DC struct {
 	sessMu   sync.RWMutex
 	sessions map[int]*session // by gldap connection ID
 
+	// glOpen counts the connections dialled to gldap whose OnClose has not
+	// run yet; glIdle is signalled when it drops to 0. Close stops gldap only
+	// when it is 0: gldap's Stop waits on its connections' WaitGroup, and the
+	// race detector reports that wait against the Add of a connection
+	// accepted earlier unless every connection has ended first.
+	glMu   sync.Mutex
+	glIdle *sync.Cond
+	glOpen int
+
 	accountBinds sync.Map // *account → *atomic.Int64
 }
 
@@ -124,6 +133,7 @@ func (d *Directory) NewDC(cfg DCConfig) (*DC, error) {
 		conns:     make(map[net.Conn]struct{}),
 		sessions:  make(map[int]*session),
 	}
+	dc.glIdle = sync.NewCond(&dc.glMu)
 	dc.ntdsDN = "CN=NTDS Settings," + dc.serverDN
 	dc.faults.cutAfter.Store(-1)
 	stop := make(chan struct{})
@@ -276,7 +286,7 @@ func (dc *DC) startGLDAP() error {
 		}
 		done := make(chan error, 1)
 		go func() { done <- srv.Run(addr) }()
-		if lastErr = waitListening(addr, done); lastErr == nil {
+		if lastErr = dc.waitListening(addr, done); lastErr == nil {
 			dc.gl, dc.glAddr, dc.glDone = srv, addr, done
 			return nil
 		}
@@ -285,7 +295,7 @@ func (dc *DC) startGLDAP() error {
 }
 
 // waitListening waits until gldap listens on addr or its Run returned.
-func waitListening(addr string, done <-chan error) error {
+func (dc *DC) waitListening(addr string, done <-chan error) error {
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
@@ -293,7 +303,7 @@ func waitListening(addr string, done <-chan error) error {
 			return fmt.Errorf("gldap stopped: %w", err)
 		default:
 		}
-		c, err := net.DialTimeout("tcp", addr, time.Second)
+		c, err := dc.dialGLDAP(addr, time.Second)
 		if err == nil {
 			_ = c.Close()
 			return nil
@@ -378,6 +388,9 @@ func (dc *DC) Close() error {
 	dc.wg.Wait()
 	if gl == nil {
 		return nil
+	}
+	if !dc.waitGLDAPIdle(5 * time.Second) {
+		return fmt.Errorf("close %s: gldap connections still open after 5s", dc.name)
 	}
 	if err := gl.Stop(); err != nil {
 		return fmt.Errorf("close %s: %w", dc.name, err)
@@ -510,6 +523,52 @@ func (dc *DC) forgetSession(id int) {
 	dc.sessMu.Lock()
 	delete(dc.sessions, id)
 	dc.sessMu.Unlock()
+	dc.gldapClosed()
+}
+
+// dialGLDAP connects to gldap at addr, counted in glOpen until its OnClose.
+func (dc *DC) dialGLDAP(addr string, timeout time.Duration) (net.Conn, error) {
+	dc.glMu.Lock()
+	dc.glOpen++
+	dc.glMu.Unlock()
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		dc.gldapClosed() // gldap never saw it
+	}
+	return c, err
+}
+
+// gldapClosed counts one connection to gldap as ended.
+func (dc *DC) gldapClosed() {
+	dc.glMu.Lock()
+	defer dc.glMu.Unlock()
+	if dc.glOpen--; dc.glOpen <= 0 {
+		dc.glOpen = 0
+		dc.glIdle.Broadcast()
+	}
+}
+
+// waitGLDAPIdle waits, at most d, until every connection to gldap has ended.
+func (dc *DC) waitGLDAPIdle(d time.Duration) bool {
+	idle := make(chan struct{})
+	go func() {
+		dc.glMu.Lock()
+		for dc.glOpen > 0 {
+			dc.glIdle.Wait()
+		}
+		dc.glMu.Unlock()
+		close(idle)
+	}()
+	select {
+	case <-idle:
+		return true
+	case <-time.After(d):
+		dc.glMu.Lock()
+		dc.glOpen = 0 // lets the waiter go
+		dc.glIdle.Broadcast()
+		dc.glMu.Unlock()
+		return false
+	}
 }
 
 func (s *session) setUser(a *account) {

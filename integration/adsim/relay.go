@@ -107,7 +107,7 @@ func (dc *DC) handle(c net.Conn) {
 		dc.stats.handshakes.Add(1)
 		client = tc
 	}
-	up, err := net.Dial("tcp", dc.glAddr)
+	up, err := dc.dialGLDAP(dc.glAddr, handshakeTimeout)
 	if err != nil {
 		_ = client.Close()
 		return
