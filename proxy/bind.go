@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 
 	"github.com/ldapgate/ldapgate/configs"
 	"github.com/ldapgate/ldapgate/proxy/upstream"
@@ -288,7 +289,7 @@ func (a *Auth) decide(ctx context.Context, c Client, name, password string, star
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(a.timeout.Load()))
 	defer cancel()
 
-	failed, err := a.limitClient(c.Addr, start)
+	lim, err := a.limitClient(c.Addr, start)
 	if err != nil {
 		return refusal(Decision{}, err)
 	}
@@ -300,7 +301,7 @@ func (a *Auth) decide(ctx context.Context, c Client, name, password string, star
 		a.budgetRefusals.Add(1)
 	}
 	if countsAgainstClient(d.Reason) {
-		failed()
+		clientFailed(lim, start)
 	}
 	return d
 }
@@ -310,18 +311,18 @@ func (a *Auth) decide(ctx context.Context, c Client, name, password string, star
 // binds of the proxy user share that limit, so the secret cannot be guessed
 // faster than an AD password.
 type clientLimiter interface {
-	limitClient(addr string, now time.Time) (failed func(), err error)
+	limitClient(addr string, now time.Time) (*rate.Limiter, error)
 }
 
 // limitClient returns ErrRateLimited when the client address has used up its
-// rate of failed binds; otherwise failed, to call when the bind then fails.
-func (a *Auth) limitClient(addr string, now time.Time) (failed func(), err error) {
+// rate of failed binds; otherwise its bucket (nil when the limit is off), for
+// clientFailed when the bind then fails.
+func (a *Auth) limitClient(addr string, now time.Time) (*rate.Limiter, error) {
 	lim, err := a.guard.checkClient(addr, now)
 	if err != nil {
 		a.rateLimited.Add(1)
-		return nil, err
 	}
-	return func() { clientFailed(lim, now) }, nil
+	return lim, err
 }
 
 // countsAgainstClient says which decisions use up the client's rate of failed

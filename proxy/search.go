@@ -38,6 +38,7 @@ import (
 	"github.com/jimlambrt/gldap"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"golang.org/x/time/rate"
 
 	"github.com/ldapgate/ldapgate/configs"
 	"github.com/ldapgate/ldapgate/proxy/upstream"
@@ -646,20 +647,21 @@ func (s *searcher) localBind(c Client, name, password string) (out BindOutcome, 
 // limits it: a wrong non-empty password uses up one, and a client past its
 // rate gets 51 without a comparison.
 func (s *searcher) compareSecret(c Client, password string, start time.Time) Decision {
-	failed := func() {}
+	var lim *rate.Limiter
 	if s.limit != nil {
 		var err error
-		if failed, err = s.limit.limitClient(c.Addr, start); err != nil {
+		if lim, err = s.limit.limitClient(c.Addr, start); err != nil {
 			return refusal(Decision{}, err)
 		}
 	}
+	refused := Decision{BindOutcome: BindOutcome{Code: codeInvalidCredentials, Diagnostic: DiagInvalidCredentials}, Reason: ReasonLocalProxyRefused}
 	if strings.TrimSpace(password) == "" {
-		return Decision{BindOutcome: BindOutcome{Code: codeInvalidCredentials, Diagnostic: DiagInvalidCredentials}, Reason: ReasonLocalProxyRefused}
+		return refused // not a guess: nothing is counted
 	}
 	got := sha256.Sum256([]byte(password))
 	if subtle.ConstantTimeCompare(got[:], s.proxy.secret[:]) != 1 {
-		failed()
-		return Decision{BindOutcome: BindOutcome{Code: codeInvalidCredentials, Diagnostic: DiagInvalidCredentials}, Reason: ReasonLocalProxyRefused}
+		clientFailed(lim, start)
+		return refused
 	}
 	return Decision{BindOutcome: BindOutcome{Code: codeSuccess, DN: s.proxy.dn}, Reason: ReasonLocalProxy}
 }
