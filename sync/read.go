@@ -95,7 +95,7 @@ func (s *Syncer) readFull(ctx context.Context, r *Result) (map[string]*Entry, dc
 	// twice (as string and as bytes), so collecting them all first held three
 	// copies of the directory at the peak.
 	out := make(map[string]*Entry)
-	req := ldap.NewSearchRequest(s.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, s.cfg.MaxEntries+1, 0, false, s.filter, s.attrs, nil)
+	req := s.subtreeRequest(s.filter, s.attrs, s.cfg.MaxEntries+1)
 	var pageErr error // what made the page function stop the search
 	err = s.cluster.SearchPagesAt(ctx, url, req, uint32(s.cfg.PageSize), func(page []*ldap.Entry) error {
 		r.Read += len(page)
@@ -147,11 +147,11 @@ func (s *Syncer) readIncremental(ctx context.Context, st State, r *Result) (put 
 	}
 	window := fmt.Sprintf("(uSNChanged>=%d)(uSNChanged<=%d)", st.HighestCommittedUSN+1, info.usn)
 
-	changed, err := s.search(ctx, st.DC, "(&"+window+")", []string{"objectGUID", "objectClass"}, 0)
+	changed, err := s.search(ctx, st.DC, "(&"+window+")", []string{"objectGUID", "objectClass"})
 	if err != nil {
 		return nil, nil, info, sourceError("search changed objects", err)
 	}
-	inScope, err := s.search(ctx, st.DC, "(&"+s.filter+window+")", s.attrs, 0)
+	inScope, err := s.search(ctx, st.DC, "(&"+s.filter+window+")", s.attrs)
 	if err != nil {
 		return nil, nil, info, sourceError("search changed entries", err)
 	}
@@ -184,7 +184,7 @@ func (s *Syncer) readIncremental(ctx context.Context, st State, r *Result) (put 
 		for i, g := range chunk {
 			terms[i] = "(memberOf:" + ruleInChain + ":=" + ldap.EscapeFilter(g) + ")"
 		}
-		members, err := s.search(ctx, st.DC, "(&"+s.filter+"(|"+strings.Join(terms, "")+"))", s.attrs, 0)
+		members, err := s.search(ctx, st.DC, "(&"+s.filter+"(|"+strings.Join(terms, "")+"))", s.attrs)
 		if err != nil {
 			return nil, nil, info, sourceError("search members of changed groups", err)
 		}
@@ -215,7 +215,7 @@ func (s *Syncer) readIncremental(ctx context.Context, st State, r *Result) (put 
 			}
 			terms = append(terms, f)
 		}
-		back, err := s.search(ctx, st.DC, "(&"+s.filter+"(|"+strings.Join(terms, "")+"))", s.attrs, 0)
+		back, err := s.search(ctx, st.DC, "(&"+s.filter+"(|"+strings.Join(terms, "")+"))", s.attrs)
 		if err != nil {
 			return nil, nil, info, sourceError("search entries that may have left the scope", err)
 		}
@@ -275,15 +275,19 @@ func (s *Syncer) dcInfo(ctx context.Context, url string, root *ldap.Entry) (dcIn
 	return info, nil
 }
 
-// search runs a paged subtree search of sync.base_dn on the DC url.
-func (s *Syncer) search(ctx context.Context, url, filter string, attrs []string, sizeLimit int) ([]*ldap.Entry, error) {
-	req := ldap.NewSearchRequest(s.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, sizeLimit, 0, false, filter, attrs, nil)
-	res, err := s.cluster.SearchPagedAt(ctx, url, req, uint32(s.cfg.PageSize))
+// search runs a paged subtree search of sync.base_dn on the DC url and
+// returns every entry.
+func (s *Syncer) search(ctx context.Context, url, filter string, attrs []string) ([]*ldap.Entry, error) {
+	res, err := s.cluster.SearchPagedAt(ctx, url, s.subtreeRequest(filter, attrs, 0), uint32(s.cfg.PageSize))
 	if err != nil {
-		// go-ldap returns the entries read before a failure too: they are never used.
 		return nil, err
 	}
 	return res.Entries, nil
+}
+
+// subtreeRequest is a search of sync.base_dn's subtree.
+func (s *Syncer) subtreeRequest(filter string, attrs []string, sizeLimit int) *ldap.SearchRequest {
+	return ldap.NewSearchRequest(s.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, sizeLimit, 0, false, filter, attrs, nil)
 }
 
 // convert adds search entries to out as view entries keyed by GUID.

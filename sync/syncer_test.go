@@ -385,7 +385,7 @@ func cutMidPaging(t *testing.T, h *harness, p *faultproxy.Proxy) faultproxy.Faul
 	prefix := p.BytesToClient() - before
 
 	before = p.BytesToClient()
-	_, err = h.syncer.search(ctx, dcURL, h.syncer.filter, h.syncer.attrs, 0)
+	_, err = h.syncer.search(ctx, dcURL, h.syncer.filter, h.syncer.attrs)
 	must(t, err)
 	paged := p.BytesToClient() - before
 	if paged < 10*prefix {
