@@ -62,3 +62,53 @@ func TestJSONFile(t *testing.T) {
 		}
 	})
 }
+
+// TestImportDocumentIsEncodedAsTheEncoderWould: the document written one item
+// at a time is, byte for byte, what json.Encoder with a two-space indent
+// writes, with every list filled, empty or nil, and with values that spell a
+// list's key.
+func TestImportDocumentIsEncodedAsTheEncoderWould(t *testing.T) {
+	user := func(n string) ImportUser {
+		return ImportUser{GUID: "guid-" + n, Username: n, DisplayName: "A <b> & \"c\"\n\t\"creates\": []", Groups: []string{"g1", "g2"}}
+	}
+	prev := user("old")
+	item := func(a Action, n string) PlanItem {
+		return PlanItem{Action: a, User: user(n), Previous: &prev, Changes: []FieldChange{{Field: "phone", Old: "1", New: "2"}}}
+	}
+	full := &Plan{
+		Mode:      ModeCreateUpdateRemove,
+		Creates:   []PlanItem{item(ActionCreate, "c1"), item(ActionCreate, "c2")},
+		Updates:   []PlanItem{item(ActionUpdate, "u1")},
+		Disables:  []PlanItem{item(ActionDisable, "d1")},
+		Removes:   []PlanItem{item(ActionRemove, "r1"), item(ActionRemove, "r2"), item(ActionRemove, "r3")},
+		Kept:      []PlanItem{item(ActionKeep, "k1")},
+		Unchanged: []PlanItem{item(ActionUnchanged, "n1")},
+		Skipped:   []SkippedEntry{{GUID: "s", DN: "CN=\n    \"unchanged\": [],DC=x", Reason: "why"}},
+		Excluded:  []SkippedEntry{},
+	}
+	emptyLists := &Plan{Creates: []PlanItem{}, Updates: []PlanItem{}, Disables: []PlanItem{}, Removes: []PlanItem{},
+		Kept: []PlanItem{}, Unchanged: []PlanItem{}, Skipped: []SkippedEntry{}, Excluded: []SkippedEntry{}}
+	for name, doc := range map[string]importDocument{
+		"every list filled": {Version: 1, Plan: full, State: importDocumentState{Mode: ModeCreateUpdateRemove,
+			PendingWebhookBatches: []string{"k"}, Users: []ImportUser{user("a"), user("b")}}},
+		"empty lists":    {Version: 1, Plan: emptyLists, State: importDocumentState{PendingWebhookBatches: []string{}, Users: []ImportUser{}}},
+		"nil lists":      {Version: 1, Plan: &Plan{}},
+		"only the users": {Version: 1, Plan: emptyLists, State: importDocumentState{Users: []ImportUser{user("a")}}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var want bytes.Buffer
+			enc := json.NewEncoder(&want)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(doc); err != nil {
+				t.Fatal(err)
+			}
+			var got bytes.Buffer
+			if err := encodeImportDocument(&got, doc); err != nil {
+				t.Fatalf("encodeImportDocument: %v", err)
+			}
+			if got.String() != want.String() {
+				t.Errorf("encodeImportDocument wrote\n%s\njson.Encoder writes\n%s", got.String(), want.String())
+			}
+		})
+	}
+}
