@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -45,6 +46,15 @@ var (
 	keyState      = []byte("state")
 )
 
+// mmapReserve is the address space the store maps up front (bbolt's
+// InitialMmapSize), 1 GiB on 64-bit systems: the file grows as before, but
+// bbolt no longer remaps it while a write transaction grows it, and every
+// remap first copied each key and value the transaction had touched onto the
+// heap (a 100,000-user first sync: 170 MB of its peak). A 100,000-user view is
+// about 210 MB. On 32-bit systems, where a gigabyte is a quarter of the
+// address space, bbolt maps as it grows.
+const mmapReserve = (strconv.IntSize / 64) << 30
+
 // store is the bbolt file behind a View.
 type store struct {
 	db   *bbolt.DB
@@ -54,7 +64,7 @@ type store struct {
 // openStore opens (creating it when missing) the store at path. A lock held by
 // another process for longer than lockTimeout is ErrViewLocked.
 func openStore(path string, lockTimeout time.Duration, readOnly bool) (*store, error) {
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: lockTimeout, ReadOnly: readOnly})
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: lockTimeout, ReadOnly: readOnly, InitialMmapSize: mmapReserve})
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("%w: %s is locked (is ldapgate serve or another ldapgate sync running?)", ErrViewLocked, path)
