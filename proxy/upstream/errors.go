@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/go-ldap/ldap/v3"
 )
@@ -115,8 +116,23 @@ func detach(err error) error {
 // when ctx has ended, the error wraps ctx.Err() too, whatever go-ldap made of
 // the aborted connection.
 func unavailable(ctx context.Context, op, url string, err error) error {
-	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+	if cerr := ended(ctx); cerr != nil && !errors.Is(err, cerr) {
 		return fmt.Errorf("%w: %s %s: %w: %w", ErrUnavailable, op, url, cerr, detach(err))
 	}
 	return fmt.Errorf("%w: %s %s: %w", ErrUnavailable, op, url, detach(err))
+}
+
+// ended returns ctx.Err(), or context.DeadlineExceeded once ctx's deadline
+// has passed even though ctx's own timer has not fired yet: an operation's
+// timeout is what is left of ctx (see pconn.run), and go-ldap's timer for it
+// can fire first, which made "sync.timeout reached" come out as go-ldap's
+// "connection timed out" now and then.
+func ended(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }

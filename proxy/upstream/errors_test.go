@@ -7,6 +7,7 @@ import (
 	"net"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/go-ldap/ldap/v3"
 )
@@ -74,4 +75,26 @@ func TestInfrastructureErrorsNeverLookLikeAnAnswer(t *testing.T) {
 			t.Fatalf("%v lost ECONNRESET", err)
 		}
 	})
+}
+
+// passedDeadline is a context whose deadline has passed while its own timer
+// has not fired yet (Err is still nil): the moment go-ldap's timer for the
+// same instant can win.
+type passedDeadline struct{ context.Context }
+
+func (passedDeadline) Deadline() (time.Time, bool) { return time.Now().Add(-time.Millisecond), true }
+
+// TestAnOperationCutByTheCallersDeadlineSaysSo: go-ldap's "connection timed
+// out" for an operation whose timeout was what was left of the caller's
+// deadline is the deadline, even before the context's timer has fired.
+func TestAnOperationCutByTheCallersDeadlineSaysSo(t *testing.T) {
+	t.Parallel()
+	timedOut := ldap.NewError(ldap.ErrorNetwork, errors.New("ldap: connection timed out"))
+	err := unavailable(passedDeadline{context.Background()}, "search on", "ldaps://dc1", timedOut)
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrUnavailable) {
+		t.Errorf("unavailable = %v, want ErrUnavailable and context.DeadlineExceeded", err)
+	}
+	if err := unavailable(context.Background(), "search on", "ldaps://dc1", timedOut); errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("without a deadline: %v is context.DeadlineExceeded", err)
+	}
 }
