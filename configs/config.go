@@ -344,6 +344,12 @@ type Sync struct {
 	// MaxEntries caps the users one sync may read; more is an error and the
 	// previous view is kept. Default 200000.
 	MaxEntries int `yaml:"max_entries"`
+	// WriteBatch is the most entries one transaction of the view's store
+	// writes. A sync that changes more (a first sync, a full sync after a
+	// mass change) is written in batches beside the view and switched in at
+	// once, so its memory stays bounded; a smaller one is one transaction.
+	// Read when the view is opened (a restart applies a change). Default 5000.
+	WriteBatch int `yaml:"write_batch"`
 	// MaxDeletePercent holds an import that would remove more than this
 	// percentage of the view until confirmed. Default 10.
 	MaxDeletePercent float64 `yaml:"max_delete_percent"`
@@ -531,6 +537,7 @@ func Default() Config {
 			Interval:         5 * time.Minute,
 			Jitter:           30 * time.Second,
 			RetryInterval:    30 * time.Second,
+			WriteBatch:       5000,
 			FullInterval:     time.Hour,
 			Timeout:          5 * time.Minute,
 			MaxEntries:       200000,

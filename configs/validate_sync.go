@@ -75,6 +75,9 @@ func (s *Sync) validate(p *problems, upstreamBase string) {
 	if s.MaxEntries < 1 {
 		p.addf("sync.max_entries", "must be at least 1, not %d (default 200000)", s.MaxEntries)
 	}
+	if s.WriteBatch < 100 || s.WriteBatch > 1_000_000 {
+		p.addf("sync.write_batch", "must be between 100 and 1000000, not %d (default 5000)", s.WriteBatch)
+	}
 	if s.MaxDeletePercent < 0 || s.MaxDeletePercent > 100 {
 		p.addf("sync.max_delete_percent", "must be between 0 and 100, not %g (default 10)", s.MaxDeletePercent)
 	}

@@ -390,6 +390,11 @@ func TestValidate(t *testing.T) {
 			wantErrContains: "config: sync.jitter:",
 		},
 		{
+			name:            "a store write batch under 100 entries is refused",
+			mutate:          func(_ *testing.T, c *Config) { c.Sync.WriteBatch = 10 },
+			wantErrContains: "config: sync.write_batch: must be between 100 and 1000000, not 10",
+		},
+		{
 			name:            "a delete threshold over 100 percent is refused",
 			mutate:          func(_ *testing.T, c *Config) { c.Sync.MaxDeletePercent = 150 },
 			wantErrContains: "config: sync.max_delete_percent:",

@@ -1,6 +1,7 @@
 package usersync
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,10 +26,19 @@ import (
 //	by_upn    lowercase userPrincipalName → objectGUID
 //	by_dn     normalised DN (normalizeDN) → objectGUID
 //
-// Every sync that is applied is one read-write transaction holding the entries
-// it puts, the ones it removes, their index keys and the new state: a crash or
-// an error before the commit leaves the previous view. bbolt's file lock makes
-// a second process fail to open the store (ErrViewLocked) instead of sharing it.
+//	staging   the four buckets above, while a large change is written (below)
+//
+// A sync that changes at most sync.write_batch entries is applied in one
+// read-write transaction holding the entries it puts, the ones it removes,
+// their index keys and the new state. A larger one (a first sync, a full sync
+// after a mass change) would hold every page it writes in memory until its
+// commit, about 3 KB per entry, so it builds the whole new view under staging
+// in transactions of sync.write_batch entries each and switches it in with a
+// last small one, which moves the staged buckets into place and writes the
+// state. Either way a crash or an error before the last commit leaves the
+// previous view; a staging bucket left behind is dropped when the store is
+// next opened for writing. bbolt's file lock makes a second process fail to
+// open the store (ErrViewLocked) instead of sharing it.
 
 // ViewFile is the store's file name inside sync.data_dir.
 const ViewFile = "view.db"
@@ -42,6 +52,7 @@ var (
 	bucketBySAM   = []byte("by_sam")
 	bucketByUPN   = []byte("by_upn")
 	bucketByDN    = []byte("by_dn")
+	bucketStaging = []byte("staging")
 	keySchema     = []byte("schema")
 	keyState      = []byte("state")
 )
@@ -55,15 +66,25 @@ var (
 // address space, bbolt maps as it grows.
 const mmapReserve = (strconv.IntSize / 64) << 30
 
+// viewBuckets are the buckets of a view, live at the root or staged.
+var viewBuckets = [4][]byte{bucketEntries, bucketBySAM, bucketByUPN, bucketByDN}
+
+// DefaultWriteBatch is sync.write_batch's default: the most entries one
+// transaction of the store writes.
+const DefaultWriteBatch = 5000
+
 // store is the bbolt file behind a View.
 type store struct {
-	db   *bbolt.DB
-	path string
+	db    *bbolt.DB
+	path  string
+	batch int // sync.write_batch
 }
 
 // openStore opens (creating it when missing) the store at path. A lock held by
-// another process for longer than lockTimeout is ErrViewLocked.
-func openStore(path string, lockTimeout time.Duration, readOnly bool) (*store, error) {
+// another process for longer than lockTimeout is ErrViewLocked. A write of
+// more than batch entries is staged (see above); batch < 1 is
+// DefaultWriteBatch.
+func openStore(path string, lockTimeout time.Duration, readOnly bool, batch int) (*store, error) {
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: lockTimeout, ReadOnly: readOnly, InitialMmapSize: mmapReserve})
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {
@@ -71,7 +92,10 @@ func openStore(path string, lockTimeout time.Duration, readOnly bool) (*store, e
 		}
 		return nil, fmt.Errorf("open view store %s: %w", path, err)
 	}
-	s := &store{db: db, path: path}
+	if batch < 1 {
+		batch = DefaultWriteBatch
+	}
+	s := &store{db: db, path: path, batch: batch}
 	if !readOnly {
 		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
 			// The view holds names, numbers and mail addresses: keep it private
@@ -81,6 +105,12 @@ func openStore(path string, lockTimeout time.Duration, readOnly bool) (*store, e
 		err = db.Update(func(tx *bbolt.Tx) error {
 			for _, b := range [][]byte{bucketMeta, bucketEntries, bucketBySAM, bucketByUPN, bucketByDN} {
 				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+					return err
+				}
+			}
+			if tx.Bucket(bucketStaging) != nil {
+				// A staged write that did not finish.
+				if err := tx.DeleteBucket(bucketStaging); err != nil {
 					return err
 				}
 			}
@@ -142,10 +172,23 @@ type change struct {
 	state  State
 }
 
-// write applies ch to the store in one transaction; old is the snapshot the
-// store holds now, for the index keys of the entries being replaced.
+// write applies ch to the store: in one transaction when it changes at most
+// s.batch entries, staged otherwise (see above). old is the snapshot the store
+// holds now, for the index keys of the entries being replaced.
 func (s *store) write(old *snapshot, ch *change) error {
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	write := s.writeOnce
+	if len(ch.put)+len(ch.remove) > s.batch {
+		write = s.writeStaged
+	}
+	if err := write(old, ch); err != nil {
+		return fmt.Errorf("write view store %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// writeOnce applies ch in one transaction.
+func (s *store) writeOnce(old *snapshot, ch *change) error {
+	return s.db.Update(func(tx *bbolt.Tx) error {
 		entries := tx.Bucket(bucketEntries)
 		idx := indexBuckets(tx)
 		// Drop the old index keys first, so that a login or DN that moved from one
@@ -167,42 +210,191 @@ func (s *store) write(old *snapshot, ch *change) error {
 				}
 			}
 		}
-		// bbolt keeps a node's keys in one sorted slice until the commit
-		// splits it, so puts in random order (GUIDs) each move half of it:
-		// quadratic in the entries written (93% of a 100,000-user full sync).
-		// Puts in key order append. The sort is stable: of two entries with
-		// one index key, the later one still ends up holding it.
-		var puts [4][]keyValue // entries, by_sam, by_upn, by_dn
-		for _, e := range ch.put {
-			raw, err := encodeEntry(e)
-			if err != nil {
+		p := sortPuts(ch.put)
+		if err := putEntries(entries, p.entries); err != nil {
+			return err
+		}
+		for i, b := range idx {
+			if err := putKeys(b, p.index[i]); err != nil {
 				return err
 			}
-			puts[0] = append(puts[0], keyValue{e.GUID, raw})
-			for i, key := range indexKeys(e) {
-				if key != "" {
-					puts[i+1] = append(puts[i+1], keyValue{key, []byte(e.GUID)})
-				}
+		}
+		return putState(tx, ch.state)
+	})
+}
+
+// writeStaged builds the view after ch under the staging bucket, s.batch
+// entries per transaction: what survives of the live buckets (entries not
+// removed or replaced, index keys not held by one of those), then ch's puts.
+// A last transaction moves the staged buckets into place and writes the state.
+// Index keys end up as writeOnce leaves them: a put takes a key over, and of
+// two puts with one key the later one holds it.
+func (s *store) writeStaged(_ *snapshot, ch *change) error {
+	gone := make(map[string]bool, len(ch.put)+len(ch.remove))
+	for _, g := range ch.remove {
+		gone[g] = true
+	}
+	for _, e := range ch.put {
+		gone[e.GUID] = true
+	}
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		if tx.Bucket(bucketStaging) != nil {
+			if err := tx.DeleteBucket(bucketStaging); err != nil {
+				return err
 			}
 		}
-		for i, b := range [4]*bbolt.Bucket{entries, idx[0], idx[1], idx[2]} {
-			slices.SortStableFunc(puts[i], func(a, b keyValue) int { return strings.Compare(a.key, b.key) })
-			for _, kv := range puts[i] {
-				if err := b.Put([]byte(kv.key), kv.value); err != nil {
-					return err
-				}
-			}
-		}
-		raw, err := json.Marshal(ch.state)
+		st, err := tx.CreateBucket(bucketStaging)
 		if err != nil {
-			return fmt.Errorf("encode state: %w", err)
+			return err
 		}
-		return tx.Bucket(bucketMeta).Put(keyState, raw)
+		for _, name := range viewBuckets {
+			if _, err := st.CreateBucket(name); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("write view store %s: %w", s.path, err)
+		return fmt.Errorf("stage: %w", err)
+	}
+	for i, name := range viewBuckets {
+		keep := func(_, v []byte) bool { return !gone[string(v)] }
+		if i == 0 {
+			keep = func(k, _ []byte) bool { return !gone[string(k)] }
+		}
+		if err := s.copyLive(name, keep); err != nil {
+			return fmt.Errorf("stage %s: %w", name, err)
+		}
+	}
+	p := sortPuts(ch.put)
+	for part := range slices.Chunk(p.entries, s.batch) {
+		if err := s.db.Update(func(tx *bbolt.Tx) error {
+			return putEntries(tx.Bucket(bucketStaging).Bucket(bucketEntries), part)
+		}); err != nil {
+			return fmt.Errorf("stage %s: %w", bucketEntries, err)
+		}
+	}
+	for i, keys := range p.index {
+		for part := range slices.Chunk(keys, s.batch) {
+			if err := s.db.Update(func(tx *bbolt.Tx) error {
+				return putKeys(tx.Bucket(bucketStaging).Bucket(viewBuckets[i+1]), part)
+			}); err != nil {
+				return fmt.Errorf("stage %s: %w", viewBuckets[i+1], err)
+			}
+		}
+	}
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		st := tx.Bucket(bucketStaging)
+		for _, name := range viewBuckets {
+			if err := tx.DeleteBucket(name); err != nil {
+				return fmt.Errorf("switch %s: %w", name, err)
+			}
+			if err := tx.MoveBucket(name, st, nil); err != nil {
+				return fmt.Errorf("switch %s: %w", name, err)
+			}
+		}
+		if err := tx.DeleteBucket(bucketStaging); err != nil {
+			return fmt.Errorf("switch: %w", err)
+		}
+		return putState(tx, ch.state)
+	})
+}
+
+// copyLive copies the pairs of the live bucket name that keep accepts into
+// its staged twin, at most s.batch per transaction, in key order.
+func (s *store) copyLive(name []byte, keep func(k, v []byte) bool) error {
+	var after []byte // the last key looked at
+	for done := false; !done; {
+		err := s.db.Update(func(tx *bbolt.Tx) error {
+			dst := tx.Bucket(bucketStaging).Bucket(name)
+			c := tx.Bucket(name).Cursor()
+			k, v := c.First()
+			if after != nil {
+				if k, v = c.Seek(after); bytes.Equal(k, after) {
+					k, v = c.Next()
+				}
+			}
+			for n := 0; k != nil && n < s.batch; k, v = c.Next() {
+				after = append(after[:0], k...)
+				if !keep(k, v) {
+					continue
+				}
+				// v is the live page's memory, valid until the commit, which
+				// copies it into the staged page.
+				if err := dst.Put(k, v); err != nil {
+					return err
+				}
+				n++
+			}
+			done = k == nil
+			return nil
+		})
+		if err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// puts are a write's puts in key order, bucket by bucket.
+//
+// bbolt keeps a node's keys in one sorted slice until the commit splits it,
+// so puts in random order (GUIDs) each move half of it: quadratic in the
+// entries written (93% of a 100,000-user full sync). Puts in key order
+// append. The sorts are stable: of two entries with one index key, the later
+// one still ends up holding it.
+type puts struct {
+	entries []*Entry      // by GUID
+	index   [3][]keyValue // by_sam, by_upn, by_dn: key → GUID
+}
+
+func sortPuts(put []*Entry) puts {
+	p := puts{entries: slices.Clone(put)}
+	slices.SortStableFunc(p.entries, func(a, b *Entry) int { return strings.Compare(a.GUID, b.GUID) })
+	for _, e := range put {
+		for i, key := range indexKeys(e) {
+			if key != "" {
+				p.index[i] = append(p.index[i], keyValue{key, []byte(e.GUID)})
+			}
+		}
+	}
+	for i := range p.index {
+		slices.SortStableFunc(p.index[i], func(a, b keyValue) int { return strings.Compare(a.key, b.key) })
+	}
+	return p
+}
+
+// putEntries puts es, encoded, into the entries bucket b.
+func putEntries(b *bbolt.Bucket, es []*Entry) error {
+	for _, e := range es {
+		raw, err := encodeEntry(e)
+		if err != nil {
+			return err
+		}
+		if err := b.Put([]byte(e.GUID), raw); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// putKeys puts kvs into the index bucket b.
+func putKeys(b *bbolt.Bucket, kvs []keyValue) error {
+	for _, kv := range kvs {
+		if err := b.Put([]byte(kv.key), kv.value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// putState writes st into the meta bucket.
+func putState(tx *bbolt.Tx, st State) error {
+	raw, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("encode state: %w", err)
+	}
+	return tx.Bucket(bucketMeta).Put(keyState, raw)
 }
 
 // encodeEntry is e as the entries bucket stores it: JSON with the attribute
@@ -223,7 +415,7 @@ type keyValue struct {
 
 // indexBuckets returns by_sam, by_upn and by_dn, in the order of indexKeys.
 func indexBuckets(tx *bbolt.Tx) [3]*bbolt.Bucket {
-	return [3]*bbolt.Bucket{tx.Bucket(bucketBySAM), tx.Bucket(bucketByUPN), tx.Bucket(bucketByDN)}
+	return [3]*bbolt.Bucket{tx.Bucket(viewBuckets[1]), tx.Bucket(viewBuckets[2]), tx.Bucket(viewBuckets[3])}
 }
 
 // indexKeys returns e's keys in by_sam, by_upn and by_dn ("" for none).
@@ -257,7 +449,7 @@ func copyStore(src, dst string, lockTimeout time.Duration) error {
 	if _, err := os.Stat(src); err != nil {
 		return fmt.Errorf("copy view store: %w", err)
 	}
-	s, err := openStore(src, lockTimeout, true)
+	s, err := openStore(src, lockTimeout, true, 0)
 	if err != nil {
 		return err
 	}

@@ -40,6 +40,10 @@ type ViewOptions struct {
 	// LockTimeout is how long OpenView waits for the store's file lock before it
 	// fails with ErrViewLocked. Default 1s.
 	LockTimeout time.Duration
+	// WriteBatch is the most entries one transaction of the store writes
+	// (sync.write_batch); a sync that changes more is staged and switched in
+	// at once. Default DefaultWriteBatch.
+	WriteBatch int
 }
 
 // ViewPath returns the store's path in dataDir (sync.data_dir).
@@ -58,7 +62,7 @@ func OpenView(dataDir string, o ViewOptions) (*View, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("view data directory: %w", err)
 	}
-	s, err := openStore(ViewPath(dataDir), o.LockTimeout, false)
+	s, err := openStore(ViewPath(dataDir), o.LockTimeout, false, o.WriteBatch)
 	if err != nil {
 		return nil, err
 	}

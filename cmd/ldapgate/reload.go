@@ -34,7 +34,7 @@ var (
 	restartKeys = []string{
 		// The view is opened once, and the listener's stale-view answers
 		// are set up once.
-		"sync.enabled", "sync.data_dir", "sync.outage_max_age",
+		"sync.enabled", "sync.data_dir", "sync.outage_max_age", "sync.write_batch",
 	}
 )
 

@@ -100,7 +100,7 @@ func syncOnce(ctx context.Context, e *env, cfg *configs.Config, o usersync.Optio
 		return fmt.Errorf("upstream: %w", err)
 	}
 	defer func() { _ = cluster.Close() }()
-	view, err := usersync.OpenView(cfg.Sync.DataDir, usersync.ViewOptions{StaleAfter: cfg.Sync.StaleAfter})
+	view, err := usersync.OpenView(cfg.Sync.DataDir, usersync.ViewOptions{StaleAfter: cfg.Sync.StaleAfter, WriteBatch: cfg.Sync.WriteBatch})
 	if err != nil {
 		return err
 	}
@@ -151,7 +151,7 @@ func syncDryRun(ctx context.Context, e *env, cfg *configs.Config, o usersync.Opt
 		return fmt.Errorf("upstream: %w", err)
 	}
 	defer func() { _ = cluster.Close() }()
-	view, err := usersync.OpenView(tmp, usersync.ViewOptions{StaleAfter: cfg.Sync.StaleAfter})
+	view, err := usersync.OpenView(tmp, usersync.ViewOptions{StaleAfter: cfg.Sync.StaleAfter, WriteBatch: cfg.Sync.WriteBatch})
 	if err != nil {
 		return err
 	}
@@ -314,7 +314,7 @@ func startSync(ctx context.Context, cfg *configs.Config, cluster *upstream.Clust
 	if !cfg.Sync.Enabled {
 		return none
 	}
-	view, err := usersync.OpenView(cfg.Sync.DataDir, usersync.ViewOptions{StaleAfter: cfg.Sync.StaleAfter})
+	view, err := usersync.OpenView(cfg.Sync.DataDir, usersync.ViewOptions{StaleAfter: cfg.Sync.StaleAfter, WriteBatch: cfg.Sync.WriteBatch})
 	if err != nil {
 		log.Error("sync loop not started: serving binds without the directory view", zap.Error(err))
 		return none
