@@ -140,10 +140,11 @@ func (im *Importer) Apply(ctx context.Context, p *Plan, o ApplyOptions) (ApplyRe
 		return ApplyResult{}, fmt.Errorf("apply: %w (planned against import %d, last applied %d)", ErrStalePlan, p.BaseSequence, base)
 	}
 
-	res, users, changes := applyPlan(p, !p.HeldDeletions || o.ConfirmDeletions)
+	res, users := applyPlan(p, !p.HeldDeletions || o.ConfirmDeletions)
 	now := im.now()
 	next := &appliedState{Version: appliedVersion, Sequence: base, Mode: im.mode, Users: users}
-	res.Changed = prev == nil || len(changes) > 0
+	changed := res.Created + res.Updated + res.Disabled + res.Removed
+	res.Changed = prev == nil || changed > 0
 	if prev != nil {
 		next.AppliedAt, next.Pending = prev.AppliedAt, prev.Pending
 		next.CSVSHA256, next.CSVChangedAt = prev.CSVSHA256, prev.CSVChangedAt
@@ -167,8 +168,8 @@ func (im *Importer) Apply(ctx context.Context, p *Plan, o ApplyOptions) (ApplyRe
 		}
 		res.CSVWritten = written
 	}
-	if res.Changed && im.webhook.URL != "" && len(changes) > 0 {
-		b, err := newPendingBatch(next.Sequence, im.mode, changes)
+	if im.webhook.URL != "" && changed > 0 {
+		b, err := newPendingBatch(next.Sequence, im.mode, planChanges(p, res.Removed > 0))
 		if err != nil {
 			return res, fmt.Errorf("apply: %w", err)
 		}
@@ -199,24 +200,20 @@ func (im *Importer) Apply(ctx context.Context, p *Plan, o ApplyOptions) (ApplyRe
 	return res, nil
 }
 
-// applyPlan returns the counts, the users of the import after applying p
-// (sorted by username) and the changes to send. Removals are applied only when
-// removeNow; held ones stay in the import.
-func applyPlan(p *Plan, removeNow bool) (ApplyResult, []ImportUser, []PlanItem) {
+// applyPlan returns the counts and the users of the import after applying p
+// (sorted by username). Removals are applied only when removeNow; held ones
+// stay in the import.
+func applyPlan(p *Plan, removeNow bool) (ApplyResult, []ImportUser) {
 	var res ApplyResult
 	users := make([]ImportUser, 0, len(p.Creates)+len(p.Updates)+len(p.Disables)+len(p.Removes)+len(p.Kept)+len(p.Unchanged))
-	var changes []PlanItem
 	for _, l := range [][]PlanItem{p.Creates, p.Updates, p.Disables} {
 		for _, it := range l {
 			users = append(users, it.User)
-			changes = append(changes, it)
 		}
 	}
 	res.Created, res.Updated, res.Disabled = len(p.Creates), len(p.Updates), len(p.Disables)
 	for _, it := range p.Removes {
 		if removeNow {
-			it.Held = false
-			changes = append(changes, it)
 			res.Removed++
 			continue
 		}
@@ -232,7 +229,28 @@ func applyPlan(p *Plan, removeNow bool) (ApplyResult, []ImportUser, []PlanItem) 
 	slices.SortFunc(users, func(a, b ImportUser) int {
 		return cmp.Or(cmp.Compare(a.Username, b.Username), cmp.Compare(a.GUID, b.GUID))
 	})
-	return res, users, changes
+	return res, users
+}
+
+// planChanges returns the changes of p a webhook batch sends, the removals
+// only when removed. Built only when a batch is (a copy of every changed
+// user: 30 MB for a first import of 100,000).
+func planChanges(p *Plan, removed bool) []PlanItem {
+	n := len(p.Creates) + len(p.Updates) + len(p.Disables)
+	if removed {
+		n += len(p.Removes)
+	}
+	changes := make([]PlanItem, 0, n)
+	for _, l := range [][]PlanItem{p.Creates, p.Updates, p.Disables} {
+		changes = append(changes, l...)
+	}
+	if removed {
+		for _, it := range p.Removes {
+			it.Held = false
+			changes = append(changes, it)
+		}
+	}
+	return changes
 }
 
 // commit makes st the last applied import; csv is its CSV.
