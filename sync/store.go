@@ -237,24 +237,10 @@ func (s *store) writeStaged(_ *snapshot, ch *change) error {
 	for _, e := range ch.put {
 		gone[e.GUID] = true
 	}
-	err := s.db.Update(func(tx *bbolt.Tx) error {
-		if tx.Bucket(bucketStaging) != nil {
-			if err := tx.DeleteBucket(bucketStaging); err != nil {
-				return err
-			}
-		}
-		st, err := tx.CreateBucket(bucketStaging)
-		if err != nil {
-			return err
-		}
-		for _, name := range viewBuckets {
-			if _, err := st.CreateBucket(name); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := s.db.Update(func(tx *bbolt.Tx) error {
+		_, err := newStaging(tx)
+		return err
+	}); err != nil {
 		return fmt.Errorf("stage: %w", err)
 	}
 	for i, name := range viewBuckets {
@@ -298,6 +284,26 @@ func (s *store) writeStaged(_ *snapshot, ch *change) error {
 		}
 		return putState(tx, ch.state)
 	})
+}
+
+// newStaging makes an empty staging bucket holding the view's four buckets,
+// dropping one a write cut short left.
+func newStaging(tx *bbolt.Tx) (*bbolt.Bucket, error) {
+	if tx.Bucket(bucketStaging) != nil {
+		if err := tx.DeleteBucket(bucketStaging); err != nil {
+			return nil, err
+		}
+	}
+	st, err := tx.CreateBucket(bucketStaging)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range viewBuckets {
+		if _, err := st.CreateBucket(name); err != nil {
+			return nil, err
+		}
+	}
+	return st, nil
 }
 
 // copyLive copies the pairs of the live bucket name that keep accepts into

@@ -121,14 +121,9 @@ func TestAStagedWriteCutShortLeavesTheLastView(t *testing.T) {
 	before := dumpStore(t, s)
 	// What a write cut short leaves: a staging bucket with part of a view.
 	must(t, s.db.Update(func(tx *bbolt.Tx) error {
-		st, err := tx.CreateBucket(bucketStaging)
+		st, err := newStaging(tx)
 		if err != nil {
 			return err
-		}
-		for _, name := range viewBuckets {
-			if _, err := st.CreateBucket(name); err != nil {
-				return err
-			}
 		}
 		return st.Bucket(bucketEntries).Put([]byte("g9"), []byte(`{"guid":"g9"}`))
 	}))
