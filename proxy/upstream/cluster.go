@@ -449,7 +449,7 @@ func (c *Cluster) Bind(ctx context.Context, dn, password string) (BindResult, er
 		case a.reached:
 			// Written, then no usable answer: the DC may have counted it.
 			return res, unavailable(ctx, "bind on", d.url, a.err)
-		case ctx.Err() != nil:
+		case ended(ctx) != nil:
 			return res, unavailable(ctx, "bind on", d.url, a.err)
 		}
 		last, lastDC = a, d
@@ -604,7 +604,7 @@ func (c *Cluster) searchOn(ctx context.Context, dcs []*dc, run func(*ldap.Conn) 
 				res.Referrals = nil
 			}
 			return res, d.url, a.err
-		case ctx.Err() != nil:
+		case ended(ctx) != nil:
 			return nil, d.url, unavailable(ctx, "search on", d.url, a.err)
 		}
 		lastErr, lastDC = a.err, d.url

@@ -186,14 +186,14 @@ func (d *dc) doConn(ctx context.Context, p *pool, op func(*ldap.Conn) error, kee
 			}
 			return a
 		}
-		if !reached && ctx.Err() != nil && pc.alive() {
+		if !reached && ended(ctx) != nil && pc.alive() {
 			// The context ended before anything was written: the
 			// connection is as good as it was.
 			p.put(pc)
 			return a
 		}
 		p.discard(pc)
-		if !reached && !isNew && try == 0 && ctx.Err() == nil && classify(err) == transport {
+		if !reached && !isNew && try == 0 && ended(ctx) == nil && classify(err) == transport {
 			// The DC closed this pooled connection while it was idle, and
 			// nothing was written: the DC never saw the request.
 			d.staleRetries.Add(1)

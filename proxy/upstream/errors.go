@@ -125,8 +125,9 @@ func unavailable(ctx context.Context, op, url string, err error) error {
 // ended returns ctx.Err(), or context.DeadlineExceeded once ctx's deadline
 // has passed even though ctx's own timer has not fired yet: an operation's
 // timeout is what is left of ctx (see pconn.run), and go-ldap's timer for it
-// can fire first, which made "sync.timeout reached" come out as go-ldap's
-// "connection timed out" now and then.
+// can fire first. The failover loops and the errors use it, so that such an
+// operation neither fails over with no time left nor comes out as go-ldap's
+// "connection timed out" instead of the caller's deadline.
 func ended(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err

@@ -101,7 +101,7 @@ func (c *Cluster) StartPaged(ctx context.Context, req *ldap.SearchRequest, pageS
 				}
 			}
 			return res, ps, d.url, a.err
-		case ctx.Err() != nil:
+		case ended(ctx) != nil:
 			return nil, nil, d.url, unavailable(ctx, "search on", d.url, a.err)
 		}
 		lastErr, lastDC = a.err, d.url
