@@ -1,10 +1,10 @@
 package usersync
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 )
 
@@ -75,24 +75,23 @@ func writeImportDocument(path string, p *Plan, o ApplyOptions, res ApplyResult, 
 // for 100,000 users was 220 MB at the sync's peak. The rest of the document is
 // encoded with the lists empty, and each list's "[]" is replaced by its
 // elements. A list is found by its key at the start of a line, with the
-// indentation of its depth: a string value cannot hold a raw newline, so
-// nothing else matches.
+// indentation of its depth (two levels): a string value cannot hold a raw
+// newline, so nothing else matches.
 func encodeImportDocument(w io.Writer, doc importDocument) error {
 	plan := *doc.Plan
 	state := doc.State
 	lists := []struct {
 		key   string
-		depth int
 		items int
 		elem  func(i int) any
 	}{
-		{"creates", 2, len(plan.Creates), func(i int) any { return &plan.Creates[i] }},
-		{"updates", 2, len(plan.Updates), func(i int) any { return &plan.Updates[i] }},
-		{"disables", 2, len(plan.Disables), func(i int) any { return &plan.Disables[i] }},
-		{"removes", 2, len(plan.Removes), func(i int) any { return &plan.Removes[i] }},
-		{"kept", 2, len(plan.Kept), func(i int) any { return &plan.Kept[i] }},
-		{"unchanged", 2, len(plan.Unchanged), func(i int) any { return &plan.Unchanged[i] }},
-		{"users", 2, len(state.Users), func(i int) any { return &state.Users[i] }},
+		{"creates", len(plan.Creates), func(i int) any { return &plan.Creates[i] }},
+		{"updates", len(plan.Updates), func(i int) any { return &plan.Updates[i] }},
+		{"disables", len(plan.Disables), func(i int) any { return &plan.Disables[i] }},
+		{"removes", len(plan.Removes), func(i int) any { return &plan.Removes[i] }},
+		{"kept", len(plan.Kept), func(i int) any { return &plan.Kept[i] }},
+		{"unchanged", len(plan.Unchanged), func(i int) any { return &plan.Unchanged[i] }},
+		{"users", len(state.Users), func(i int) any { return &state.Users[i] }},
 	}
 	// Nil lists encode as null: keep them so.
 	empty := func(l []PlanItem) []PlanItem {
@@ -112,13 +111,13 @@ func encodeImportDocument(w io.Writer, doc importDocument) error {
 	if err != nil {
 		return err
 	}
+	const indent = "    " // every list is a field of "plan" or "state"
 	for _, l := range lists {
 		if l.items == 0 {
 			continue
 		}
-		indent := strings.Repeat("  ", l.depth)
 		marker := "\n" + indent + `"` + l.key + `": []`
-		at := strings.Index(string(rest), marker)
+		at := bytes.Index(rest, []byte(marker))
 		if at < 0 {
 			return fmt.Errorf("the document has no list %q", l.key)
 		}

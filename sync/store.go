@@ -176,11 +176,13 @@ type change struct {
 // s.batch entries, staged otherwise (see above). old is the snapshot the store
 // holds now, for the index keys of the entries being replaced.
 func (s *store) write(old *snapshot, ch *change) error {
-	write := s.writeOnce
+	var err error
 	if len(ch.put)+len(ch.remove) > s.batch {
-		write = s.writeStaged
+		err = s.writeStaged(ch)
+	} else {
+		err = s.writeOnce(old, ch)
 	}
-	if err := write(old, ch); err != nil {
+	if err != nil {
 		return fmt.Errorf("write view store %s: %w", s.path, err)
 	}
 	return nil
@@ -229,7 +231,7 @@ func (s *store) writeOnce(old *snapshot, ch *change) error {
 // A last transaction moves the staged buckets into place and writes the state.
 // Index keys end up as writeOnce leaves them: a put takes a key over, and of
 // two puts with one key the later one holds it.
-func (s *store) writeStaged(_ *snapshot, ch *change) error {
+func (s *store) writeStaged(ch *change) error {
 	gone := make(map[string]bool, len(ch.put)+len(ch.remove))
 	for _, g := range ch.remove {
 		gone[g] = true
